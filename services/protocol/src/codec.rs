@@ -1,0 +1,328 @@
+//! JSON for humans, MessagePack on the wire. The subprotocol picks the encoding of the
+//! server's frames; a client may send either kind of frame whatever it picked.
+
+use serde::Serialize;
+
+use crate::{ClientFrame, Message, ProtocolError, ServerFrame};
+
+pub const SUBPROTOCOL_MSGPACK: &str = "chat.v1.msgpack";
+pub const SUBPROTOCOL_JSON: &str = "chat.v1.json";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Encoding {
+    /// Text frames of JSON (`chat.v1.json`, or no subprotocol).
+    Json,
+    /// Binary frames, each one MessagePack map with string keys (`chat.v1.msgpack`).
+    MsgPack,
+}
+
+impl Encoding {
+    /// Picks the encoding from the client's `Sec-WebSocket-Protocol` offer; returns the
+    /// subprotocol to echo back, if any.
+    pub fn negotiate(offer: Option<&str>) -> (Encoding, Option<&'static str>) {
+        let offered = |p: &str| {
+            offer
+                .into_iter()
+                .flat_map(|o| o.split(','))
+                .any(|o| o.trim() == p)
+        };
+        if offered(SUBPROTOCOL_MSGPACK) {
+            (Encoding::MsgPack, Some(SUBPROTOCOL_MSGPACK))
+        } else if offered(SUBPROTOCOL_JSON) {
+            (Encoding::Json, Some(SUBPROTOCOL_JSON))
+        } else {
+            (Encoding::Json, None)
+        }
+    }
+
+    pub fn encode<T: Serialize + ?Sized>(self, value: &T) -> Vec<u8> {
+        match self {
+            // Serializing our own types into memory cannot fail: no maps with non-string
+            // keys, no I/O.
+            Encoding::Json => serde_json::to_vec(value).expect("frame serializes to JSON"),
+            Encoding::MsgPack => {
+                rmp_serde::to_vec_named(value).expect("frame serializes to MessagePack")
+            }
+        }
+    }
+
+    pub fn encode_frame(self, frame: &ServerFrame) -> Vec<u8> {
+        self.encode(frame)
+    }
+
+    /// The `message` frame, from a borrowed message: the fan-out path encodes each
+    /// message once per encoding, without cloning it into a `ServerFrame`.
+    pub fn encode_message(self, message: &Message) -> Vec<u8> {
+        #[derive(Serialize)]
+        struct Tagged<'a> {
+            r#type: &'static str,
+            #[serde(flatten)]
+            message: &'a Message,
+        }
+        self.encode(&Tagged {
+            r#type: "message",
+            message,
+        })
+    }
+}
+
+/// Decodes one client frame: text frames are JSON, binary frames MessagePack.
+pub fn decode_client(payload: &[u8], binary: bool) -> Result<ClientFrame, ProtocolError> {
+    if binary {
+        rmp_serde::from_slice(payload)
+            .map_err(|e| ProtocolError::bad_request(format!("malformed MessagePack frame: {e}")))
+    } else {
+        serde_json::from_slice(payload)
+            .map_err(|e| ProtocolError::bad_request(format!("malformed JSON frame: {e}")))
+    }
+}
+
+/// Decodes a server frame (clients, tests and the load tester use this).
+pub fn decode_server(payload: &[u8], binary: bool) -> Result<ServerFrame, ProtocolError> {
+    if binary {
+        rmp_serde::from_slice(payload)
+            .map_err(|e| ProtocolError::bad_request(format!("malformed MessagePack frame: {e}")))
+    } else {
+        serde_json::from_slice(payload)
+            .map_err(|e| ProtocolError::bad_request(format!("malformed JSON frame: {e}")))
+    }
+}
+
+/// `CHAT_MAX_MESSAGE_BYTES` applies to `text`, counted in UTF-8 bytes.
+pub fn check_text(text: &str, max_bytes: usize) -> Result<(), ProtocolError> {
+    if text.len() > max_bytes {
+        return Err(ProtocolError::too_large(format!(
+            "text is {} bytes, the limit is {max_bytes}",
+            text.len()
+        )));
+    }
+    if text.is_empty() {
+        return Err(ProtocolError::bad_request("text is empty"));
+    }
+    Ok(())
+}
+
+/// A frame may carry the text plus its envelope; anything past this is refused before it
+/// is decoded.
+pub fn max_frame_bytes(max_text_bytes: usize) -> usize {
+    max_text_bytes + 4096
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frames::PresenceEvent;
+    use crate::{ErrorCode, Since};
+
+    fn client_frames() -> Vec<ClientFrame> {
+        vec![
+            ClientFrame::Connect {
+                token: None,
+                user: Some("alice".into()),
+                since: Some(Since {
+                    epoch: "e1".into(),
+                    seq: 4,
+                }),
+            },
+            ClientFrame::Connect {
+                token: Some("t.o.k".into()),
+                user: None,
+                since: None,
+            },
+            ClientFrame::Join {
+                room: "general".into(),
+                since: None,
+            },
+            ClientFrame::Join {
+                room: "general".into(),
+                since: Some(Since {
+                    epoch: "e".into(),
+                    seq: u64::MAX,
+                }),
+            },
+            ClientFrame::Leave {
+                room: "general".into(),
+            },
+            ClientFrame::Send {
+                room: Some("general".into()),
+                to: None,
+                text: "hi ✓".into(),
+                cid: Some("c1".into()),
+            },
+            ClientFrame::Send {
+                room: None,
+                to: Some("bob".into()),
+                text: "psst".into(),
+                cid: None,
+            },
+            ClientFrame::Typing {
+                room: "general".into(),
+            },
+            ClientFrame::Ping,
+        ]
+    }
+
+    fn message() -> Message {
+        Message {
+            room: "general".into(),
+            seq: 7,
+            epoch: "abc".into(),
+            from: "alice".into(),
+            text: "hello".into(),
+            ts: 1_700_000_000_000,
+            to: None,
+            cid: Some("c1".into()),
+        }
+    }
+
+    fn server_frames() -> Vec<ServerFrame> {
+        vec![
+            ServerFrame::Connected {
+                user: "alice".into(),
+                conn: "c-1".into(),
+                channel: "@alice".into(),
+                epoch: "e".into(),
+                seq: 0,
+            },
+            ServerFrame::Joined {
+                room: "general".into(),
+                epoch: "e".into(),
+                seq: 3,
+                missed: 2,
+                recovered: Some(true),
+            },
+            ServerFrame::Left {
+                room: "general".into(),
+            },
+            ServerFrame::Message(message()),
+            ServerFrame::Ack {
+                cid: Some("c1".into()),
+                room: "general".into(),
+                seq: 9,
+            },
+            ServerFrame::Presence {
+                room: "general".into(),
+                user: "bob".into(),
+                event: PresenceEvent::Leave,
+            },
+            ServerFrame::Typing {
+                room: "general".into(),
+                user: "bob".into(),
+            },
+            ServerFrame::Reconnect { after_ms: 1500 },
+            ServerFrame::Pong,
+            ServerFrame::Error {
+                code: ErrorCode::TooLarge,
+                message: "big".into(),
+                cid: None,
+            },
+        ]
+    }
+
+    #[test]
+    fn every_client_frame_round_trips_in_both_encodings() {
+        for frame in client_frames() {
+            let json = serde_json::to_vec(&frame).unwrap();
+            assert_eq!(decode_client(&json, false).unwrap(), frame);
+            let mp = rmp_serde::to_vec_named(&frame).unwrap();
+            assert_eq!(decode_client(&mp, true).unwrap(), frame);
+        }
+    }
+
+    #[test]
+    fn every_server_frame_round_trips_in_both_encodings() {
+        for frame in server_frames() {
+            for enc in [Encoding::Json, Encoding::MsgPack] {
+                let bytes = enc.encode_frame(&frame);
+                let back = decode_server(&bytes, enc == Encoding::MsgPack).unwrap();
+                assert_eq!(back, frame, "{enc:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn server_frames_are_maps_with_a_string_type() {
+        let json: serde_json::Value =
+            serde_json::from_slice(&Encoding::Json.encode_frame(&ServerFrame::Pong)).unwrap();
+        assert_eq!(json, serde_json::json!({"type": "pong"}));
+        // MessagePack: a map (fixmap 0x8N) whose first key is "type".
+        let mp = Encoding::MsgPack.encode_frame(&ServerFrame::Pong);
+        assert_eq!(mp[0] & 0xf0, 0x80);
+        let v: serde_json::Value = rmp_serde::from_slice(&mp).unwrap();
+        assert_eq!(v["type"], "pong");
+    }
+
+    #[test]
+    fn the_borrowed_message_encoding_equals_the_frame_encoding() {
+        for enc in [Encoding::Json, Encoding::MsgPack] {
+            let frame = enc.encode_frame(&ServerFrame::Message(message()));
+            let fast = enc.encode_message(&message());
+            assert_eq!(
+                decode_server(&frame, enc == Encoding::MsgPack).unwrap(),
+                decode_server(&fast, enc == Encoding::MsgPack).unwrap()
+            );
+        }
+        let json: serde_json::Value =
+            serde_json::from_slice(&Encoding::Json.encode_message(&message())).unwrap();
+        assert_eq!(json["type"], "message");
+        assert_eq!(json["seq"], 7);
+        assert!(json.get("to").is_none(), "absent optional fields are omitted");
+    }
+
+    #[test]
+    fn unknown_fields_are_ignored() {
+        let f = decode_client(br#"{"type":"join","room":"r","extra":[1,2]}"#, false).unwrap();
+        assert_eq!(
+            f,
+            ClientFrame::Join {
+                room: "r".into(),
+                since: None
+            }
+        );
+    }
+
+    #[test]
+    fn rejections_are_bad_request() {
+        let cases: Vec<(&[u8], bool)> = vec![
+            (b"{not json", false),
+            (br#"{"type":"dance"}"#, false),
+            (br#"{"room":"r"}"#, false),
+            (br#"{"type":"join"}"#, false),
+            (br#"{"type":"join","room":5}"#, false),
+            (br#"[1,2,3]"#, false),
+            (b"\xc1\xff\x00", true),
+            (b"", true),
+        ];
+        for (payload, binary) in cases {
+            let err = decode_client(payload, binary).unwrap_err();
+            assert_eq!(err.code, ErrorCode::BadRequest, "{payload:?}");
+        }
+        // A MessagePack map with an unknown type.
+        let mp = rmp_serde::to_vec_named(&serde_json::json!({"type": "dance"})).unwrap();
+        assert_eq!(
+            decode_client(&mp, true).unwrap_err().code,
+            ErrorCode::BadRequest
+        );
+    }
+
+    #[test]
+    fn text_limits_count_utf8_bytes() {
+        assert!(check_text("ok", 2).is_ok());
+        assert_eq!(check_text("éé", 3).unwrap_err().code, ErrorCode::TooLarge);
+        assert_eq!(check_text("", 3).unwrap_err().code, ErrorCode::BadRequest);
+    }
+
+    #[test]
+    fn negotiation_prefers_msgpack_and_defaults_to_json() {
+        assert_eq!(
+            Encoding::negotiate(Some("chat.v1.json, chat.v1.msgpack")),
+            (Encoding::MsgPack, Some(SUBPROTOCOL_MSGPACK))
+        );
+        assert_eq!(
+            Encoding::negotiate(Some("chat.v1.json")),
+            (Encoding::Json, Some(SUBPROTOCOL_JSON))
+        );
+        assert_eq!(Encoding::negotiate(Some("mqtt")), (Encoding::Json, None));
+        assert_eq!(Encoding::negotiate(None), (Encoding::Json, None));
+    }
+}
