@@ -1,1 +1,169 @@
+//! The engine: where a message gets its `(epoch, seq)`, is stored and is published.
+//!
+//! - [`Engine`]: the one interface the gateway and the realtime hub use: publish (append
+//!   to the channel's history and publish, atomically), subscribe / unsubscribe, read
+//!   history, broadcast typing and control commands.
+//! - [`redis`]: the Redis implementation (Lua script over a hash, a Stream and PUBLISH;
+//!   RESP3 pub/sub that reconnects and resubscribes by itself).
+//! - [`memory`]: the same behaviour in-process, for the all-in-one `chat` binary.
+//! - [`bus`]: what subscribers receive, and the [`BusHandler`] they implement.
+//! - [`epoch`]: epochs, which change when a channel's history is lost.
+//! - [`config`]: the engine's settings (`CHAT_REDIS_URL`, history size and TTL).
 
+pub mod bus;
+pub mod config;
+pub mod epoch;
+pub mod memory;
+pub mod redis;
+
+use std::sync::Arc;
+
+use chat_protocol::{ErrorCode, Message, ProtocolError};
+
+pub use bus::{BusHandler, Control};
+pub use config::EngineConfig;
+
+/// What a publisher asks to store and deliver on one channel.
+#[derive(Debug, Clone)]
+pub struct Publication {
+    /// `general` or `@alice`.
+    pub channel: String,
+    pub from: String,
+    pub text: String,
+    /// The receiver of a direct message.
+    pub to: Option<String>,
+    pub cid: Option<String>,
+}
+
+/// A channel's epoch and the seq of its newest message (0 when it has none).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Head {
+    pub epoch: String,
+    pub seq: u64,
+}
+
+/// Which part of a channel's history to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Range {
+    /// Messages with seq > `seq`, oldest first.
+    After { seq: u64, limit: usize },
+    /// Messages with seq < `seq` (the newest when `None`), newest first.
+    Before { seq: Option<u64>, limit: usize },
+}
+
+/// A consistent read: the head and the messages come from one atomic step.
+#[derive(Debug, Clone)]
+pub struct History {
+    pub head: Head,
+    pub messages: Vec<Message>,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum EngineError {
+    /// The store or the bus cannot be reached: the caller answers 503 / `unavailable`
+    /// and the message was not stored.
+    #[error("engine unavailable: {0}")]
+    Unavailable(String),
+    #[error("engine error: {0}")]
+    Internal(String),
+}
+
+impl From<EngineError> for ProtocolError {
+    fn from(e: EngineError) -> Self {
+        match e {
+            EngineError::Unavailable(m) => ProtocolError::new(
+                ErrorCode::Unavailable,
+                format!("message store unavailable, nothing was stored: {m}"),
+            ),
+            EngineError::Internal(m) => ProtocolError::new(ErrorCode::Internal, m),
+        }
+    }
+}
+
+pub type Result<T, E = EngineError> = std::result::Result<T, E>;
+
+/// Redis or memory. An enum rather than a trait object: two implementations, known at
+/// compile time, async methods without boxing.
+#[derive(Clone)]
+pub enum Engine {
+    Memory(Arc<memory::MemoryEngine>),
+    Redis(Arc<redis::RedisEngine>),
+}
+
+macro_rules! dispatch {
+    ($self:ident, $e:ident => $call:expr) => {
+        match $self {
+            Engine::Memory($e) => $call,
+            Engine::Redis($e) => $call,
+        }
+    };
+}
+
+impl Engine {
+    /// Builds the engine the configuration names: Redis when `CHAT_REDIS_URL` is set,
+    /// memory otherwise.
+    pub fn from_config(config: &EngineConfig) -> Result<Engine> {
+        match &config.redis_url {
+            Some(url) => Ok(Engine::Redis(Arc::new(redis::RedisEngine::new(
+                url, config,
+            )?))),
+            None => Ok(Engine::memory(config)),
+        }
+    }
+
+    pub fn memory(config: &EngineConfig) -> Engine {
+        Engine::Memory(Arc::new(memory::MemoryEngine::new(config)))
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Engine::Memory(_) => "memory",
+            Engine::Redis(_) => "redis",
+        }
+    }
+
+    /// Appends to the channel's history and publishes, in one atomic step: seq order,
+    /// history order and delivery order are the same.
+    pub async fn publish(&self, p: Publication) -> Result<Message> {
+        dispatch!(self, e => e.publish(p).await)
+    }
+
+    /// The channel's epoch and head; creates the epoch of a channel never seen before.
+    pub async fn head(&self, channel: &str) -> Result<Head> {
+        dispatch!(self, e => e.head(channel).await)
+    }
+
+    pub async fn history(&self, channel: &str, range: Range) -> Result<History> {
+        dispatch!(self, e => e.history(channel, range).await)
+    }
+
+    /// Starts delivering the channel's messages to the handler. Returns once the
+    /// subscription is in place, so a read that follows cannot miss a message.
+    pub async fn subscribe(&self, channel: &str) -> Result<()> {
+        dispatch!(self, e => e.subscribe(channel).await)
+    }
+
+    pub async fn unsubscribe(&self, channel: &str) -> Result<()> {
+        dispatch!(self, e => e.unsubscribe(channel).await)
+    }
+
+    /// Broadcasts a typing notice to the channel's subscribers; never stored.
+    pub async fn publish_typing(&self, channel: &str, user: &str) -> Result<()> {
+        dispatch!(self, e => e.publish_typing(channel, user).await)
+    }
+
+    /// Broadcasts a control command to every realtime replica.
+    pub async fn publish_control(&self, control: &Control) -> Result<()> {
+        dispatch!(self, e => e.publish_control(control).await)
+    }
+
+    /// Connects the bus to its one consumer (a realtime hub). Call once.
+    pub async fn start_bus(&self, handler: std::sync::Weak<dyn BusHandler>) -> Result<()> {
+        dispatch!(self, e => e.start_bus(handler).await)
+    }
+
+    /// True while the store answers (and the bus is connected, once started).
+    pub async fn ready(&self) -> bool {
+        dispatch!(self, e => e.ready().await)
+    }
+}

@@ -266,7 +266,10 @@ mod tests {
             serde_json::from_slice(&Encoding::Json.encode_message(&message())).unwrap();
         assert_eq!(json["type"], "message");
         assert_eq!(json["seq"], 7);
-        assert!(json.get("to").is_none(), "absent optional fields are omitted");
+        assert!(
+            json.get("to").is_none(),
+            "absent optional fields are omitted"
+        );
     }
 
     #[test]

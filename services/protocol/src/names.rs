@@ -9,7 +9,9 @@ const MAX_NAME: usize = 64;
 
 /// `^[A-Za-z0-9_.-]{1,64}$`
 pub fn validate_user(user: &str) -> Result<(), ProtocolError> {
-    if valid(user, |c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-')) {
+    if valid(user, |c| {
+        c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-')
+    }) {
         Ok(())
     } else {
         Err(ProtocolError::bad_request(format!(

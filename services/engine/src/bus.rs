@@ -1,0 +1,167 @@
+//! What travels on the bus, and who receives it.
+//!
+//! On Redis each channel `C` has a pub/sub channel `{prefix}:bus:C`, and the replicas
+//! share `{prefix}:ctl` for control commands. Payloads are small and framed so that a
+//! replica decodes each one once:
+//!
+//! - `m<seq> <epoch> <body>`: a stored message; `body` is MessagePack of [`Stored`].
+//! - `t<user>`: a typing notice.
+//! - control: `j<user> <room>` (join) and `l<user> <room>` (leave).
+//!
+//! User ids, room names and epochs never contain a space, so the framing is unambiguous.
+
+use chat_protocol::Message;
+use serde::{Deserialize, Serialize};
+
+/// Receives what the bus delivers. The hub implements it; calls must not block.
+pub trait BusHandler: Send + Sync + 'static {
+    /// A message of a subscribed channel, in seq order per channel.
+    fn on_message(&self, message: Message);
+    /// A typing notice on a subscribed channel.
+    fn on_typing(&self, channel: &str, user: &str);
+    /// A control command for every replica.
+    fn on_control(&self, control: Control);
+    /// The bus was down and is back: messages may have been missed in between.
+    fn on_bus_restored(&self);
+}
+
+/// Commands the gateway sends to every realtime replica.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Control {
+    /// Every live connection of `user` joins `room`.
+    Join { user: String, room: String },
+    /// Every live connection of `user` leaves `room`.
+    Leave { user: String, room: String },
+}
+
+impl Control {
+    pub fn encode(&self) -> String {
+        match self {
+            Control::Join { user, room } => format!("j{user} {room}"),
+            Control::Leave { user, room } => format!("l{user} {room}"),
+        }
+    }
+
+    pub fn decode(payload: &[u8]) -> Option<Control> {
+        let s = std::str::from_utf8(payload).ok()?;
+        let (user, room) = s.get(1..)?.split_once(' ')?;
+        let (user, room) = (user.to_owned(), room.to_owned());
+        match s.as_bytes()[0] {
+            b'j' => Some(Control::Join { user, room }),
+            b'l' => Some(Control::Leave { user, room }),
+            _ => None,
+        }
+    }
+}
+
+/// The part of a message that is stored; channel, seq and epoch come from where it is
+/// stored.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Stored {
+    pub from: String,
+    pub text: String,
+    pub ts: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cid: Option<String>,
+}
+
+impl Stored {
+    pub fn encode(&self) -> Vec<u8> {
+        rmp_serde::to_vec_named(self).expect("stored message serializes")
+    }
+
+    pub fn decode(body: &[u8]) -> Option<Stored> {
+        rmp_serde::from_slice(body).ok()
+    }
+
+    pub fn into_message(self, channel: &str, seq: u64, epoch: &str) -> Message {
+        Message {
+            room: channel.to_owned(),
+            seq,
+            epoch: epoch.to_owned(),
+            from: self.from,
+            text: self.text,
+            ts: self.ts,
+            to: self.to,
+            cid: self.cid,
+        }
+    }
+}
+
+/// One decoded bus payload of a channel.
+#[derive(Debug)]
+pub enum Event {
+    Message(Message),
+    Typing(String),
+}
+
+/// Decodes `m<seq> <epoch> <body>` or `t<user>`; `None` for anything else (logged by
+/// the caller, never fatal).
+pub fn decode_event(channel: &str, payload: &[u8]) -> Option<Event> {
+    match *payload.first()? {
+        b'm' => {
+            let rest = &payload[1..];
+            let sp1 = rest.iter().position(|&b| b == b' ')?;
+            let seq: u64 = std::str::from_utf8(&rest[..sp1]).ok()?.parse().ok()?;
+            let rest = &rest[sp1 + 1..];
+            let sp2 = rest.iter().position(|&b| b == b' ')?;
+            let epoch = std::str::from_utf8(&rest[..sp2]).ok()?;
+            let stored = Stored::decode(&rest[sp2 + 1..])?;
+            Some(Event::Message(stored.into_message(channel, seq, epoch)))
+        }
+        b't' => Some(Event::Typing(
+            std::str::from_utf8(&payload[1..]).ok()?.to_owned(),
+        )),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_round_trips() {
+        for c in [
+            Control::Join {
+                user: "alice".into(),
+                room: "a:b".into(),
+            },
+            Control::Leave {
+                user: "bob".into(),
+                room: "general".into(),
+            },
+        ] {
+            assert_eq!(Control::decode(c.encode().as_bytes()), Some(c));
+        }
+        assert_eq!(Control::decode(b"x"), None);
+        assert_eq!(Control::decode(b""), None);
+    }
+
+    #[test]
+    fn message_payload_decodes_with_binary_body() {
+        let stored = Stored {
+            from: "alice".into(),
+            text: "a b c".into(),
+            ts: 5,
+            to: None,
+            cid: None,
+        };
+        let mut payload = b"m42 EPOCH ".to_vec();
+        payload.extend(stored.encode());
+        match decode_event("general", &payload) {
+            Some(Event::Message(m)) => {
+                assert_eq!(
+                    (m.seq, m.epoch.as_str(), m.text.as_str()),
+                    (42, "EPOCH", "a b c")
+                );
+                assert_eq!(m.room, "general");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(decode_event("general", b"m42").is_none());
+        assert!(decode_event("general", b"mx E \x80").is_none());
+    }
+}

@@ -1,0 +1,43 @@
+//! The engine's settings. Each binary flattens these into its own configuration.
+
+/// Where messages are stored and how many are kept.
+#[derive(Debug, Clone, clap::Args)]
+pub struct EngineConfig {
+    /// `redis://…` or `rediss://…`. Unset on `chat`: the in-memory engine.
+    #[arg(long, env = "CHAT_REDIS_URL")]
+    pub redis_url: Option<String>,
+
+    /// Prefix of every Redis key and channel, so deployments can share one Redis.
+    #[arg(long, env = "CHAT_REDIS_PREFIX", default_value = "chat", value_parser = parse_prefix)]
+    pub redis_prefix: String,
+
+    /// Messages kept per channel.
+    #[arg(long, env = "CHAT_HISTORY_SIZE", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub history_size: u64,
+
+    /// Seconds history is kept after a channel's last message.
+    #[arg(long, env = "CHAT_HISTORY_TTL_SECS", default_value_t = 86_400, value_parser = clap::value_parser!(u64).range(1..))]
+    pub history_ttl_secs: u64,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            redis_url: None,
+            redis_prefix: "chat".into(),
+            history_size: 1000,
+            history_ttl_secs: 86_400,
+        }
+    }
+}
+
+fn parse_prefix(s: &str) -> Result<String, String> {
+    if !s.is_empty()
+        && s.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || b"_-.:".contains(&c))
+    {
+        Ok(s.to_owned())
+    } else {
+        Err("use 1 or more of A-Z a-z 0-9 _ - . :".into())
+    }
+}

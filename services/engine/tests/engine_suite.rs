@@ -1,0 +1,319 @@
+//! One behaviour, two engines: every test runs against the memory engine and against a
+//! real redis-server started on a free port.
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use chat_engine::{BusHandler, Control, Engine, EngineConfig, EngineError, Publication, Range};
+use chat_protocol::Message;
+use chat_testkit::RedisServer;
+use parking_lot::Mutex;
+
+#[derive(Default)]
+struct Recorder {
+    messages: Mutex<Vec<Message>>,
+    typing: Mutex<Vec<(String, String)>>,
+    controls: Mutex<Vec<Control>>,
+    restored: Mutex<u32>,
+}
+
+impl BusHandler for Recorder {
+    fn on_message(&self, m: Message) {
+        self.messages.lock().push(m);
+    }
+    fn on_typing(&self, channel: &str, user: &str) {
+        self.typing.lock().push((channel.into(), user.into()));
+    }
+    fn on_control(&self, c: Control) {
+        self.controls.lock().push(c);
+    }
+    fn on_bus_restored(&self) {
+        *self.restored.lock() += 1;
+    }
+}
+
+fn config(history_size: u64) -> EngineConfig {
+    EngineConfig {
+        history_size,
+        ..EngineConfig::default()
+    }
+}
+
+fn publication(channel: &str, text: &str) -> Publication {
+    Publication {
+        channel: channel.into(),
+        from: "alice".into(),
+        text: text.into(),
+        to: None,
+        cid: None,
+    }
+}
+
+/// Runs `test` against both engines.
+async fn both<F, Fut>(history_size: u64, test: F)
+where
+    F: Fn(Engine) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    test(Engine::memory(&config(history_size))).await;
+    let redis = RedisServer::start();
+    let mut cfg = config(history_size);
+    cfg.redis_url = Some(redis.url());
+    test(Engine::from_config(&cfg).unwrap()).await;
+}
+
+async fn wait_for(mut cond: impl FnMut() -> bool) {
+    for _ in 0..200 {
+        if cond() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("condition not met in 5 s");
+}
+
+#[tokio::test]
+async fn seqs_start_at_one_and_have_no_gaps_per_channel() {
+    both(100, |engine| async move {
+        let head = engine.head("general").await.unwrap();
+        assert_eq!(head.seq, 0);
+        for i in 1..=5 {
+            let m = engine
+                .publish(publication("general", &format!("m{i}")))
+                .await
+                .unwrap();
+            assert_eq!(m.seq, i);
+            assert_eq!(m.epoch, head.epoch, "epoch is stable while history lives");
+        }
+        let dm = engine.publish(publication("@bob", "psst")).await.unwrap();
+        assert_eq!(dm.seq, 1, "each channel has its own seq");
+        assert_eq!(engine.head("general").await.unwrap().seq, 5);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn concurrent_publishers_get_distinct_gapless_seqs() {
+    both(1000, |engine| async move {
+        let mut tasks = Vec::new();
+        for t in 0..8 {
+            let engine = engine.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut seqs = Vec::new();
+                for i in 0..25 {
+                    seqs.push(
+                        engine
+                            .publish(publication("r", &format!("{t}-{i}")))
+                            .await
+                            .unwrap()
+                            .seq,
+                    );
+                }
+                seqs
+            }));
+        }
+        let mut all = Vec::new();
+        for t in tasks {
+            all.extend(t.await.unwrap());
+        }
+        all.sort();
+        assert_eq!(all, (1..=200).collect::<Vec<_>>());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn history_pages_return_every_message_once_in_both_directions() {
+    both(1000, |engine| async move {
+        for i in 1..=23 {
+            engine
+                .publish(publication("r", &format!("m{i}")))
+                .await
+                .unwrap();
+        }
+        let mut forward = Vec::new();
+        let mut since = 0;
+        loop {
+            let page = engine
+                .history(
+                    "r",
+                    Range::After {
+                        seq: since,
+                        limit: 5,
+                    },
+                )
+                .await
+                .unwrap();
+            assert_eq!(page.head.seq, 23);
+            let Some(last) = page.messages.last() else {
+                break;
+            };
+            since = last.seq;
+            forward.extend(page.messages.iter().map(|m| m.seq));
+        }
+        assert_eq!(forward, (1..=23).collect::<Vec<_>>());
+
+        let mut backward = Vec::new();
+        let mut before = None;
+        loop {
+            let page = engine
+                .history(
+                    "r",
+                    Range::Before {
+                        seq: before,
+                        limit: 5,
+                    },
+                )
+                .await
+                .unwrap();
+            let Some(last) = page.messages.last() else {
+                break;
+            };
+            before = Some(last.seq);
+            backward.extend(page.messages.iter().map(|m| m.seq));
+        }
+        assert_eq!(backward, (1..=23).rev().collect::<Vec<_>>());
+        let m = &engine
+            .history("r", Range::After { seq: 6, limit: 1 })
+            .await
+            .unwrap()
+            .messages[0];
+        assert_eq!(
+            (m.seq, m.text.as_str(), m.from.as_str(), m.room.as_str()),
+            (7, "m7", "alice", "r")
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn history_keeps_only_the_last_history_size_messages() {
+    both(10, |engine| async move {
+        for i in 1..=25 {
+            engine
+                .publish(publication("r", &format!("m{i}")))
+                .await
+                .unwrap();
+        }
+        let all = engine
+            .history("r", Range::After { seq: 0, limit: 100 })
+            .await
+            .unwrap();
+        let seqs: Vec<u64> = all.messages.iter().map(|m| m.seq).collect();
+        assert_eq!(seqs, (16..=25).collect::<Vec<_>>());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn subscribers_receive_their_channels_in_seq_order_and_nothing_else() {
+    both(100, |engine| async move {
+        let rec = Arc::new(Recorder::default());
+        let weak: Weak<dyn BusHandler> = Arc::downgrade(&(rec.clone() as Arc<dyn BusHandler>));
+        engine.start_bus(weak).await.unwrap();
+        engine.subscribe("a").await.unwrap();
+        for i in 0..50 {
+            engine
+                .publish(publication(if i % 2 == 0 { "a" } else { "b" }, "x"))
+                .await
+                .unwrap();
+        }
+        engine.publish_typing("a", "bob").await.unwrap();
+        engine.publish_typing("b", "bob").await.unwrap();
+        engine
+            .publish_control(&Control::Join {
+                user: "bob".into(),
+                room: "a".into(),
+            })
+            .await
+            .unwrap();
+        wait_for(|| rec.messages.lock().len() == 25 && !rec.controls.lock().is_empty()).await;
+        let seqs: Vec<u64> = rec.messages.lock().iter().map(|m| m.seq).collect();
+        assert_eq!(seqs, (1..=25).collect::<Vec<_>>());
+        assert!(rec.messages.lock().iter().all(|m| m.room == "a"));
+        assert_eq!(
+            *rec.typing.lock(),
+            vec![("a".to_string(), "bob".to_string())]
+        );
+
+        engine.unsubscribe("a").await.unwrap();
+        engine.publish(publication("a", "after")).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(rec.messages.lock().len(), 25, "nothing after unsubscribe");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn losing_redis_data_changes_the_epoch() {
+    let redis = RedisServer::start();
+    let cfg = EngineConfig {
+        redis_url: Some(redis.url()),
+        ..config(100)
+    };
+    let engine = Engine::from_config(&cfg).unwrap();
+    let before = engine.publish(publication("r", "one")).await.unwrap();
+    redis.cli(&["FLUSHALL"]);
+    let after = engine.publish(publication("r", "two")).await.unwrap();
+    assert_ne!(before.epoch, after.epoch);
+    assert_eq!(after.seq, 1);
+    let h = engine
+        .history("r", Range::After { seq: 0, limit: 10 })
+        .await
+        .unwrap();
+    assert_eq!(h.messages.len(), 1, "no message of the old epoch survives");
+}
+
+#[tokio::test]
+async fn redis_restart_gives_unavailable_then_recovers_with_subscriptions() {
+    let mut redis = RedisServer::start();
+    let cfg = EngineConfig {
+        redis_url: Some(redis.url()),
+        ..config(100)
+    };
+    let engine = Engine::from_config(&cfg).unwrap();
+    let rec = Arc::new(Recorder::default());
+    engine
+        .start_bus(Arc::downgrade(&(rec.clone() as Arc<dyn BusHandler>)))
+        .await
+        .unwrap();
+    engine.subscribe("r").await.unwrap();
+    engine.publish(publication("r", "one")).await.unwrap();
+    wait_for(|| rec.messages.lock().len() == 1).await;
+
+    redis.stop();
+    let err = engine.publish(publication("r", "lost?")).await.unwrap_err();
+    assert!(matches!(err, EngineError::Unavailable(_)), "{err:?}");
+    assert!(!engine.ready().await);
+
+    redis.start_again();
+    // Readiness, publishing and delivery come back without any restart of ours.
+    let mut ready = false;
+    for _ in 0..100 {
+        if engine.ready().await {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ready, "engine ready again after Redis came back");
+    let m = engine.publish(publication("r", "two")).await.unwrap();
+    assert_eq!(m.seq, 1, "a Redis without persistence starts a new epoch");
+    wait_for(|| rec.messages.lock().iter().any(|m| m.text == "two")).await;
+    assert!(
+        *rec.restored.lock() >= 1,
+        "the hub was told to look for gaps"
+    );
+}
+
+#[tokio::test]
+async fn a_bad_redis_url_is_a_configuration_error() {
+    let cfg = EngineConfig {
+        redis_url: Some("http://nope".into()),
+        ..config(10)
+    };
+    assert!(matches!(
+        Engine::from_config(&cfg),
+        Err(EngineError::Internal(_))
+    ));
+}
