@@ -1,1 +1,21 @@
-fn main() {}
+use chat::{Chat, Config};
+use chat_telemetry::{config_error, parse_config, shutdown_signal};
+
+#[tokio::main]
+async fn main() -> std::io::Result<()> {
+    let config: Config = parse_config();
+    chat_telemetry::init_logging(config.telemetry.log_format);
+    let chat = Chat::start(&config.engine, &config.auth, &config.limits)
+        .await
+        .unwrap_or_else(|chat::StartError::Config { setting, message }| {
+            config_error(setting, &message)
+        });
+    let listener = tokio::net::TcpListener::bind(config.addr).await?;
+    let internal = match config.telemetry.internal_addr {
+        Some(addr) => Some(tokio::net::TcpListener::bind(addr).await?),
+        None => None,
+    };
+    let engine = chat.gateway.engine.kind();
+    tracing::info!(addr = %listener.local_addr()?, engine, "chat listening: http://{}/", listener.local_addr()?);
+    chat::run(listener, internal, chat, shutdown_signal()).await
+}

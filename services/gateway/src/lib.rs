@@ -1,1 +1,110 @@
+//! `chat-gateway`: the stateless HTTP API over the engine.
+//!
+//! - [`routes`]: the handlers of PROTOCOL.md §4, and the OpenAPI document built from them.
+//! - [`body`]: JSON or MessagePack bodies in and out, chosen by `Content-Type` / `Accept`.
+//! - [`error`]: [`ApiError`], the `{"error": {code, message}}` answer of every failure.
+//!
+//! Joins and leaves act on connections that live on realtime replicas: the gateway
+//! broadcasts them as control commands on the bus, and every replica applies them to
+//! its own connections of that user.
 
+pub mod body;
+pub mod error;
+pub mod routes;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use chat_auth::{Auth, AuthConfig, LimitsConfig};
+use chat_engine::{Engine, EngineConfig};
+use chat_telemetry::{Metrics, TelemetryConfig};
+use tokio::net::TcpListener;
+
+pub use error::ApiError;
+
+/// Configuration of `chat-gateway` (flags, or the `CHAT_*` variables).
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = "chat-gateway", version, about = "Chat HTTP API")]
+pub struct Config {
+    /// Address to listen on.
+    #[arg(long, env = "CHAT_GATEWAY_ADDR", default_value = "0.0.0.0:8080")]
+    pub gateway_addr: SocketAddr,
+
+    #[command(flatten)]
+    pub engine: EngineConfig,
+
+    #[command(flatten)]
+    pub auth: AuthConfig,
+
+    #[command(flatten)]
+    pub limits: LimitsConfig,
+
+    #[command(flatten)]
+    pub telemetry: TelemetryConfig,
+}
+
+/// Shared by every request.
+pub struct Gateway {
+    pub engine: Engine,
+    pub auth: Arc<Auth>,
+    pub metrics: Arc<Metrics>,
+    pub max_message_bytes: usize,
+    draining: AtomicBool,
+}
+
+impl Gateway {
+    pub fn new(engine: Engine, auth: Arc<Auth>, limits: &LimitsConfig, metrics: Arc<Metrics>) -> Arc<Self> {
+        Arc::new(Self {
+            engine,
+            auth,
+            metrics,
+            max_message_bytes: limits.max_message_bytes as usize,
+            draining: AtomicBool::new(false),
+        })
+    }
+
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
+    pub async fn ready(&self) -> bool {
+        !self.draining.load(Ordering::Relaxed) && self.engine.ready().await
+    }
+}
+
+/// The API routes (without the ops routes).
+pub fn router(gw: Arc<Gateway>) -> Router {
+    routes::router(gw)
+}
+
+pub fn ops(gw: &Arc<Gateway>) -> Router {
+    let ready_gw = gw.clone();
+    chat_telemetry::ops_router(
+        gw.metrics.clone(),
+        Arc::new(move || {
+            let gw = ready_gw.clone();
+            Box::pin(async move { gw.ready().await })
+        }),
+    )
+}
+
+/// Serves `chat-gateway` on `listener` until `shutdown` resolves; in-flight requests
+/// finish first.
+pub async fn run(
+    listener: TcpListener,
+    internal: Option<TcpListener>,
+    gw: Arc<Gateway>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let mut app = router(gw.clone());
+    match internal {
+        Some(internal) => {
+            let ops = ops(&gw);
+            tokio::spawn(async move { axum::serve(internal, ops).await });
+        }
+        None => app = app.merge(ops(&gw)),
+    }
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+}

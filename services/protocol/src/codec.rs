@@ -183,6 +183,8 @@ mod tests {
                 channel: "@alice".into(),
                 epoch: "e".into(),
                 seq: 0,
+                missed: None,
+                recovered: None,
             },
             ServerFrame::Joined {
                 room: "general".into(),

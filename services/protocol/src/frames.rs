@@ -83,6 +83,12 @@ pub enum ServerFrame {
         channel: String,
         epoch: String,
         seq: u64,
+        /// With `since` only: how many recovered messages of the personal channel follow.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        missed: Option<u64>,
+        /// With `since` only: every message after `since` follows.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        recovered: Option<bool>,
     },
     Joined {
         room: String,

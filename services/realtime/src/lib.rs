@@ -1,1 +1,210 @@
+//! `chat-realtime`: the WebSocket server.
+//!
+//! - [`hub`]: a replica's connections and channel memberships; one engine subscription
+//!   per channel with local members; fan-out.
+//! - [`connection`]: one connection's reader (frames → commands) and writer (batched).
+//! - [`send_queue`]: a connection's bounded queue of ready-to-write frames.
+//! - [`frame`]: server frames, WebSocket-framed once and shared by every recipient.
+//!
+//! [`run`] serves `/ws` (and the ops routes) until the shutdown future resolves; the
+//! all-in-one `chat` mounts [`router`] beside the gateway's routes instead.
 
+pub mod connection;
+pub mod frame;
+pub mod hub;
+pub mod send_queue;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use chat_auth::{Auth, AuthConfig, LimitsConfig};
+use chat_engine::{BusHandler, Engine, EngineConfig};
+use chat_protocol::Encoding;
+use chat_telemetry::{Metrics, TelemetryConfig};
+use fastwebsockets::upgrade::IncomingUpgrade;
+use tokio::net::TcpListener;
+
+pub use hub::Hub;
+
+/// Configuration of `chat-realtime` (flags, or the `CHAT_*` variables).
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = "chat-realtime", version, about = "Chat WebSocket server")]
+pub struct Config {
+    /// Address to listen on.
+    #[arg(long, env = "CHAT_REALTIME_ADDR", default_value = "0.0.0.0:8081")]
+    pub realtime_addr: SocketAddr,
+
+    #[command(flatten)]
+    pub engine: EngineConfig,
+
+    #[command(flatten)]
+    pub auth: AuthConfig,
+
+    #[command(flatten)]
+    pub limits: LimitsConfig,
+
+    #[command(flatten)]
+    pub telemetry: TelemetryConfig,
+}
+
+/// Connection timers: the contract's values, shorter in tests.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    pub connect_timeout: Duration,
+    pub ping_every: Duration,
+    pub idle_timeout: Duration,
+    pub write_timeout: Duration,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(10),
+            ping_every: Duration::from_secs(20),
+            idle_timeout: Duration::from_secs(60),
+            write_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The WebSocket side of a process: shared by every connection.
+pub struct Realtime {
+    pub hub: Arc<Hub>,
+    pub auth: Arc<Auth>,
+    pub metrics: Arc<Metrics>,
+    pub timing: Timing,
+    pub max_message_bytes: usize,
+    pub max_frame_bytes: usize,
+    pub send_queue_bytes: usize,
+    draining: AtomicBool,
+    replica: String,
+    next_conn: AtomicU64,
+    started: Instant,
+}
+
+impl Realtime {
+    /// Builds the hub over `engine` and connects it to the bus.
+    pub async fn start(
+        engine: Engine,
+        auth: Arc<Auth>,
+        limits: &LimitsConfig,
+        history_size: u64,
+        metrics: Arc<Metrics>,
+    ) -> Result<Arc<Realtime>, chat_engine::EngineError> {
+        let hub = Hub::new(engine.clone(), metrics.clone(), history_size as usize);
+        let handler: Arc<dyn BusHandler> = hub.clone();
+        engine.start_bus(Arc::downgrade(&handler)).await?;
+        let max_message_bytes = limits.max_message_bytes as usize;
+        Ok(Arc::new(Realtime {
+            hub,
+            auth,
+            metrics,
+            timing: Timing::default(),
+            max_message_bytes,
+            max_frame_bytes: chat_protocol::codec::max_frame_bytes(max_message_bytes),
+            // Room for a burst of a few hundred messages; past it the client recovers.
+            send_queue_bytes: 1 << 20,
+            draining: AtomicBool::new(false),
+            replica: chat_engine::epoch::new_epoch()[..6].to_owned(),
+            next_conn: AtomicU64::new(1),
+            started: Instant::now(),
+        }))
+    }
+
+    pub fn set_timing(self: &mut Arc<Self>, timing: Timing) {
+        if let Some(rt) = Arc::get_mut(self) {
+            rt.timing = timing;
+        }
+    }
+
+    fn next_conn_id(&self) -> String {
+        format!("{}-{}", self.replica, self.next_conn.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// Milliseconds since start: cheap, monotonic, fits an atomic.
+    fn clock_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    pub async fn ready(&self) -> bool {
+        !self.is_draining() && self.hub.engine().ready().await
+    }
+}
+
+/// `GET /ws`.
+pub fn router(rt: Arc<Realtime>) -> Router {
+    Router::new().route("/ws", get(upgrade)).with_state(rt)
+}
+
+async fn upgrade(
+    State(rt): State<Arc<Realtime>>,
+    headers: HeaderMap,
+    incoming: IncomingUpgrade,
+) -> Response {
+    if rt.is_draining() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "draining: connect to another replica").into_response();
+    }
+    let offer = headers
+        .get(header::SEC_WEBSOCKET_PROTOCOL)
+        .and_then(|v| v.to_str().ok());
+    let (encoding, subprotocol) = Encoding::negotiate(offer);
+    let (mut response, fut) = match incoming.upgrade() {
+        Ok(r) => r,
+        Err(e) => return (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+    };
+    if let Some(p) = subprotocol {
+        response
+            .headers_mut()
+            .insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(p));
+    }
+    tokio::spawn(async move {
+        match fut.await {
+            Ok(ws) => connection::serve(rt, ws.into_inner(), encoding).await,
+            Err(e) => tracing::debug!(error = %e, "upgrade failed"),
+        }
+    });
+    response.map(axum::body::Body::new)
+}
+
+/// The ops routes of a process whose readiness is this realtime's.
+pub fn ops(rt: &Arc<Realtime>) -> Router {
+    let ready_rt = rt.clone();
+    chat_telemetry::ops_router(
+        rt.metrics.clone(),
+        Arc::new(move || {
+            let rt = ready_rt.clone();
+            Box::pin(async move { rt.ready().await })
+        }),
+    )
+}
+
+/// Serves `chat-realtime` on `listener` until `shutdown` resolves.
+pub async fn run(
+    listener: TcpListener,
+    internal: Option<TcpListener>,
+    rt: Arc<Realtime>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let mut app = router(rt.clone());
+    match internal {
+        Some(internal) => {
+            let ops = ops(&rt);
+            tokio::spawn(async move { axum::serve(internal, ops).await });
+        }
+        None => app = app.merge(ops(&rt)),
+    }
+    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown)
+        .await
+}

@@ -88,3 +88,159 @@ pub fn render(registry: &prometheus::Registry) -> String {
     let _ = prometheus::TextEncoder::new().encode(&registry.gather(), &mut buf);
     String::from_utf8(buf).unwrap_or_default()
 }
+
+/// Every metric of the chat services, in one registry per process. Names follow
+/// `chat_<subsystem>_<name>_<unit>`; labels never carry room or user names.
+pub struct Metrics {
+    pub registry: prometheus::Registry,
+    pub ws_connections: prometheus::IntGauge,
+    pub messages_published: prometheus::IntCounterVec,
+    pub deliveries: prometheus::IntCounter,
+    pub ws_closes: prometheus::IntCounterVec,
+    pub errors: prometheus::IntCounterVec,
+    pub joins: prometheus::IntCounter,
+    pub leaves: prometheus::IntCounter,
+    pub http_requests: prometheus::IntCounterVec,
+    pub http_duration: prometheus::HistogramVec,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        use prometheus::{HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts};
+        let registry = prometheus::Registry::new();
+        let reg = |c: Box<dyn prometheus::core::Collector>| {
+            registry.register(c).expect("metric names are unique");
+        };
+        let ws_connections =
+            IntGauge::new("chat_ws_connections", "Open WebSocket connections.").unwrap();
+        let messages_published = IntCounterVec::new(
+            Opts::new("chat_messages_published_total", "Messages stored and published, by path."),
+            &["path"],
+        )
+        .unwrap();
+        let deliveries = IntCounter::new(
+            "chat_deliveries_total",
+            "Message frames queued to WebSocket connections.",
+        )
+        .unwrap();
+        let ws_closes = IntCounterVec::new(
+            Opts::new("chat_ws_closes_total", "WebSocket connections closed, by reason."),
+            &["reason"],
+        )
+        .unwrap();
+        let errors = IntCounterVec::new(
+            Opts::new("chat_errors_total", "Errors answered to clients, by code."),
+            &["code"],
+        )
+        .unwrap();
+        let joins = IntCounter::new("chat_joins_total", "Room joins.").unwrap();
+        let leaves = IntCounter::new("chat_leaves_total", "Room leaves.").unwrap();
+        let http_requests = IntCounterVec::new(
+            Opts::new("chat_http_requests_total", "HTTP requests, by matched route and status."),
+            &["route", "status"],
+        )
+        .unwrap();
+        let http_duration = prometheus::HistogramVec::new(
+            HistogramOpts::new(
+                "chat_http_request_duration_seconds",
+                "HTTP request latency, by matched route.",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+            ]),
+            &["route"],
+        )
+        .unwrap();
+        reg(Box::new(ws_connections.clone()));
+        reg(Box::new(messages_published.clone()));
+        reg(Box::new(deliveries.clone()));
+        reg(Box::new(ws_closes.clone()));
+        reg(Box::new(errors.clone()));
+        reg(Box::new(joins.clone()));
+        reg(Box::new(leaves.clone()));
+        reg(Box::new(http_requests.clone()));
+        reg(Box::new(http_duration.clone()));
+        Self {
+            registry,
+            ws_connections,
+            messages_published,
+            deliveries,
+            ws_closes,
+            errors,
+            joins,
+            leaves,
+            http_requests,
+            http_duration,
+        }
+    }
+
+    pub fn render(&self) -> String {
+        render(&self.registry)
+    }
+}
+
+/// Answers `/readyz`: true while the process can serve.
+pub type ReadyFn =
+    std::sync::Arc<dyn Fn() -> futures_util::future::BoxFuture<'static, bool> + Send + Sync>;
+
+/// `/healthz` (200 while the process runs), `/readyz` (200 only while it can serve) and
+/// `/metrics`.
+pub fn ops_router(metrics: std::sync::Arc<Metrics>, ready: ReadyFn) -> axum::Router {
+    use axum::http::{StatusCode, header};
+    use axum::routing::get;
+    axum::Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route(
+            "/readyz",
+            get(move || {
+                let ready = ready.clone();
+                async move {
+                    if ready().await {
+                        (StatusCode::OK, "ready\n")
+                    } else {
+                        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+                    }
+                }
+            }),
+        )
+        .route(
+            "/metrics",
+            get(move || {
+                let metrics = metrics.clone();
+                async move {
+                    (
+                        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                        metrics.render(),
+                    )
+                }
+            }),
+        )
+}
+
+/// Resolves on SIGINT or SIGTERM (what Kubernetes and `docker stop` send).
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

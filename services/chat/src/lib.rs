@@ -1,0 +1,117 @@
+//! `chat`: the whole system in one process on one port: the gateway's HTTP API, the
+//! realtime `/ws`, and the web client at `/`. The memory engine by default, so it runs
+//! with no Redis; Redis when `CHAT_REDIS_URL` is set.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::response::Html;
+use axum::routing::get;
+use chat_auth::{Auth, AuthConfig, LimitsConfig};
+use chat_engine::{Engine, EngineConfig};
+use chat_gateway::Gateway;
+use chat_realtime::Realtime;
+use chat_telemetry::{Metrics, TelemetryConfig};
+use tokio::net::TcpListener;
+
+/// Configuration of `chat` (flags, or the `CHAT_*` variables).
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = "chat", version, about = "Chat: API, WebSocket and web client on one port")]
+pub struct Config {
+    /// Address to listen on.
+    #[arg(long, env = "CHAT_ADDR", default_value = "0.0.0.0:8080")]
+    pub addr: SocketAddr,
+
+    #[command(flatten)]
+    pub engine: EngineConfig,
+
+    #[command(flatten)]
+    pub auth: AuthConfig,
+
+    #[command(flatten)]
+    pub limits: LimitsConfig,
+
+    #[command(flatten)]
+    pub telemetry: TelemetryConfig,
+}
+
+/// Both halves of the system over one engine.
+pub struct Chat {
+    pub gateway: Arc<Gateway>,
+    pub realtime: Arc<Realtime>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{setting}: {message}")]
+    Config { setting: &'static str, message: String },
+}
+
+impl Chat {
+    /// Builds the engine and both halves; `dev_default` is dev mode's default (true for
+    /// the binary).
+    pub async fn start(
+        engine: &EngineConfig,
+        auth: &AuthConfig,
+        limits: &LimitsConfig,
+    ) -> Result<Chat, StartError> {
+        let auth = Arc::new(Auth::from_config(auth, true).map_err(|e| StartError::Config {
+            setting: e.setting,
+            message: e.message,
+        })?);
+        let engine_impl = Engine::from_config(engine).map_err(|e| StartError::Config {
+            setting: "CHAT_REDIS_URL",
+            message: e.to_string(),
+        })?;
+        let metrics = Arc::new(Metrics::new());
+        let gateway = Gateway::new(engine_impl.clone(), auth.clone(), limits, metrics.clone());
+        let realtime = Realtime::start(engine_impl, auth, limits, engine.history_size, metrics)
+            .await
+            .map_err(|e| StartError::Config {
+                setting: "CHAT_REDIS_URL",
+                message: e.to_string(),
+            })?;
+        Ok(Chat { gateway, realtime })
+    }
+
+    /// Every route on one router.
+    pub fn router(&self) -> Router {
+        chat_gateway::router(self.gateway.clone())
+            .merge(chat_realtime::router(self.realtime.clone()))
+            .route("/", get(|| async { Html(INDEX) }))
+    }
+
+    pub fn ops(&self) -> Router {
+        chat_realtime::ops(&self.realtime)
+    }
+}
+
+/// Serves everything on `listener` until `shutdown` resolves.
+pub async fn run(
+    listener: TcpListener,
+    internal: Option<TcpListener>,
+    chat: Chat,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let mut app = chat.router();
+    match internal {
+        Some(internal) => {
+            let ops = chat.ops();
+            tokio::spawn(async move { axum::serve(internal, ops).await });
+        }
+        None => app = app.merge(chat.ops()),
+    }
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+}
+
+const INDEX: &str = r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>chat</title>
+<meta name="viewport" content="width=device-width, initial-scale=1"></head>
+<body><main>
+<h1>chat is running</h1>
+<p>WebSocket: <code>/ws</code> (subprotocols <code>chat.v1.json</code>, <code>chat.v1.msgpack</code>) ·
+API: <a href="/openapi.json">/openapi.json</a> · <a href="/metrics">/metrics</a> ·
+<a href="/readyz">/readyz</a></p>
+</main></body></html>
+"#;

@@ -1,0 +1,383 @@
+//! The HTTP routes of PROTOCOL.md §4 and the OpenAPI document generated from them.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{MatchedPath, Path, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use chat_auth::Principal;
+use chat_engine::{Control, Publication, Range};
+use chat_protocol::http::{
+    ChatSendEvent, ChatSendRequest, DevTokenRequest, DevTokenResponse, ErrorBody,
+    HistoryQuery, HistoryResponse, MemberRequest, PublishRequest, PublishResponse,
+};
+use chat_protocol::names::{validate_room, validate_user};
+use chat_protocol::{Channel, ErrorCode, Message, ProtocolError, codec};
+use utoipa::OpenApi;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+
+use crate::body::{Accept, Body};
+use crate::{ApiError, Gateway};
+
+type Result<T, E = ApiError> = std::result::Result<T, E>;
+
+pub fn router(gw: Arc<Gateway>) -> Router {
+    let metrics = gw.metrics.clone();
+    Router::new()
+        .route("/chat/send", post(chat_send))
+        .route("/v1/rooms/{room}/messages", post(publish_room).get(history))
+        .route("/v1/users/{user}/messages", post(publish_direct))
+        .route("/v1/rooms/{room}/members", post(add_member))
+        .route("/v1/rooms/{room}/members/{user}", delete(remove_member))
+        .route("/v1/auth/dev-token", post(dev_token))
+        .route("/openapi.json", get(openapi))
+        .route_layer(middleware::from_fn(move |req: Request, next: Next| {
+            let metrics = metrics.clone();
+            async move {
+                let route = req
+                    .extensions()
+                    .get::<MatchedPath>()
+                    .map(|m| m.as_str().to_owned())
+                    .unwrap_or_else(|| "unmatched".into());
+                let start = Instant::now();
+                let response = next.run(req).await;
+                metrics
+                    .http_requests
+                    .with_label_values(&[route.as_str(), response.status().as_str()])
+                    .inc();
+                metrics
+                    .http_duration
+                    .with_label_values(&[route.as_str()])
+                    .observe(start.elapsed().as_secs_f64());
+                response
+            }
+        }))
+        .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such route") })
+        .with_state(gw)
+}
+
+fn authorization(headers: &HeaderMap) -> Option<&str> {
+    headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok())
+}
+
+fn principal(gw: &Gateway, headers: &HeaderMap) -> Result<Principal> {
+    Ok(gw.auth.principal(authorization(headers))?)
+}
+
+/// The user a publish is from: a user publishes only as themselves; a backend with an
+/// API key names anyone.
+fn publisher(principal: &Principal, claimed: Option<&str>) -> Result<String> {
+    match (principal, claimed) {
+        (Principal::User(u), Some(from)) if from != u.id => Err(ApiError::new(
+            ErrorCode::Forbidden,
+            "a user publishes only as themselves",
+        )),
+        (Principal::User(u), _) => Ok(u.id.clone()),
+        (Principal::Server, Some(from)) => {
+            validate_user(from)?;
+            Ok(from.to_owned())
+        }
+        (Principal::Server, None) => Err(ApiError::new(
+            ErrorCode::BadRequest,
+            "with an API key, say who the message is from",
+        )),
+    }
+}
+
+fn check_access(principal: &Principal, channel: &Channel) -> Result<()> {
+    match principal {
+        Principal::User(u) if !u.may_access(channel) => Err(ApiError::new(
+            ErrorCode::Forbidden,
+            format!("not allowed on {channel}"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn require_server(principal: &Principal) -> Result<()> {
+    match principal {
+        Principal::Server => Ok(()),
+        Principal::User(_) => Err(ApiError::new(ErrorCode::Forbidden, "needs a server API key")),
+    }
+}
+
+/// Publishes a room message, or a direct message on both personal channels.
+async fn publish(
+    gw: &Gateway,
+    channel: &Channel,
+    from: String,
+    text: String,
+    cid: Option<String>,
+) -> Result<Message> {
+    codec::check_text(&text, gw.max_message_bytes)?;
+    let published = match channel {
+        Channel::Room(room) => {
+            gw.engine
+                .publish(Publication { channel: room.clone(), from, text, to: None, cid })
+                .await?
+        }
+        Channel::User(to) => {
+            let m = gw
+                .engine
+                .publish(Publication {
+                    channel: channel.to_string(),
+                    from: from.clone(),
+                    text: text.clone(),
+                    to: Some(to.clone()),
+                    cid: cid.clone(),
+                })
+                .await?;
+            if &from != to {
+                gw.engine
+                    .publish(Publication {
+                        channel: format!("@{from}"),
+                        from,
+                        text,
+                        to: Some(to.clone()),
+                        cid,
+                    })
+                    .await?;
+            }
+            m
+        }
+    };
+    gw.metrics.messages_published.with_label_values(&["http"]).inc();
+    Ok(published)
+}
+
+fn published(accept: Accept, m: &Message, with_ts: bool) -> Response {
+    accept.reply(
+        StatusCode::CREATED,
+        &PublishResponse {
+            room: m.room.clone(),
+            seq: m.seq,
+            epoch: m.epoch.clone(),
+            ts: with_ts.then_some(m.ts),
+        },
+    )
+}
+
+/// The original proof-of-concept route: publish, or move the sender's connections.
+#[utoipa::path(post, path = "/chat/send", request_body = ChatSendRequest,
+    responses(
+        (status = 201, description = "message stored and published", body = PublishResponse),
+        (status = 202, description = "join/leave sent to the sender's connections"),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 413, body = ErrorBody),
+        (status = 503, body = ErrorBody),
+    ))]
+async fn chat_send(
+    State(gw): State<Arc<Gateway>>,
+    headers: HeaderMap,
+    accept: Accept,
+    Body(req): Body<ChatSendRequest>,
+) -> Result<Response> {
+    validate_user(&req.sender)?;
+    let channel = Channel::parse(&req.receiver)?;
+    // Dev mode lets anyone post; otherwise a backend key, or a user as themselves.
+    if !(gw.auth.dev_mode && authorization(&headers).is_none()) {
+        let principal = principal(&gw, &headers)?;
+        publisher(&principal, Some(&req.sender))?;
+        check_access(&principal, &channel)?;
+    }
+    match req.event {
+        ChatSendEvent::Message => {
+            let m = publish(&gw, &channel, req.sender, req.text, None).await?;
+            Ok(published(accept, &m, false))
+        }
+        event => {
+            let Channel::Room(room) = channel else {
+                return Err(ApiError::new(ErrorCode::BadRequest, "join and leave take a room"));
+            };
+            let control = if event == ChatSendEvent::Join {
+                Control::Join { user: req.sender, room }
+            } else {
+                Control::Leave { user: req.sender, room }
+            };
+            gw.engine.publish_control(&control).await?;
+            Ok(StatusCode::ACCEPTED.into_response())
+        }
+    }
+}
+
+/// Publish to a room.
+#[utoipa::path(post, path = "/v1/rooms/{room}/messages", request_body = PublishRequest,
+    params(("room" = String, Path, description = "room name")),
+    security(("bearer" = [])),
+    responses(
+        (status = 201, body = PublishResponse),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 413, body = ErrorBody),
+        (status = 503, body = ErrorBody),
+    ))]
+async fn publish_room(
+    State(gw): State<Arc<Gateway>>,
+    Path(room): Path<String>,
+    headers: HeaderMap,
+    accept: Accept,
+    Body(req): Body<PublishRequest>,
+) -> Result<Response> {
+    let channel = Channel::room(&room)?;
+    let principal = principal(&gw, &headers)?;
+    let from = publisher(&principal, req.from.as_deref())?;
+    check_access(&principal, &channel)?;
+    let m = publish(&gw, &channel, from, req.text, req.cid).await?;
+    Ok(published(accept, &m, true))
+}
+
+/// Send a direct message; it is stored on `@user` and on the sender's own channel.
+#[utoipa::path(post, path = "/v1/users/{user}/messages", request_body = PublishRequest,
+    params(("user" = String, Path, description = "receiver's user id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 201, body = PublishResponse),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 413, body = ErrorBody),
+        (status = 503, body = ErrorBody),
+    ))]
+async fn publish_direct(
+    State(gw): State<Arc<Gateway>>,
+    Path(user): Path<String>,
+    headers: HeaderMap,
+    accept: Accept,
+    Body(req): Body<PublishRequest>,
+) -> Result<Response> {
+    let channel = Channel::user(&user)?;
+    let principal = principal(&gw, &headers)?;
+    let from = publisher(&principal, req.from.as_deref())?;
+    let m = publish(&gw, &channel, from, req.text, req.cid).await?;
+    Ok(published(accept, &m, true))
+}
+
+const DEFAULT_LIMIT: usize = 100;
+const MAX_LIMIT: usize = 1000;
+
+/// Read history: `since` pages forward (ascending), `before` pages back (newest first).
+#[utoipa::path(get, path = "/v1/rooms/{room}/messages",
+    params(("room" = String, Path, description = "room name, or @user for your own channel"), HistoryQuery),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = HistoryResponse),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 503, body = ErrorBody),
+    ))]
+async fn history(
+    State(gw): State<Arc<Gateway>>,
+    Path(room): Path<String>,
+    query: std::result::Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
+    headers: HeaderMap,
+    accept: Accept,
+) -> Result<Response> {
+    let Query(q) = query.map_err(|e| ProtocolError::bad_request(e.body_text()))?;
+    let channel = Channel::parse(&room)?;
+    let principal = principal(&gw, &headers)?;
+    check_access(&principal, &channel)?;
+    let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
+    if limit == 0 || limit > MAX_LIMIT {
+        return Err(ApiError::new(ErrorCode::BadRequest, format!("limit must be 1 to {MAX_LIMIT}")));
+    }
+    let range = match (q.since, q.before) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::new(ErrorCode::BadRequest, "use since or before, not both"));
+        }
+        (Some(seq), None) => Range::After { seq, limit },
+        (None, before) => Range::Before { seq: before, limit },
+    };
+    let h = gw.engine.history(&room, range).await?;
+    Ok(accept.reply(
+        StatusCode::OK,
+        &HistoryResponse {
+            room,
+            epoch: h.head.epoch,
+            seq: h.head.seq,
+            messages: h.messages,
+        },
+    ))
+}
+
+/// Server-side join: every live connection of the user joins the room (API key).
+#[utoipa::path(post, path = "/v1/rooms/{room}/members", request_body = MemberRequest,
+    params(("room" = String, Path, description = "room name")),
+    security(("bearer" = [])),
+    responses((status = 202), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 503, body = ErrorBody)))]
+async fn add_member(
+    State(gw): State<Arc<Gateway>>,
+    Path(room): Path<String>,
+    headers: HeaderMap,
+    Body(req): Body<MemberRequest>,
+) -> Result<StatusCode> {
+    validate_room(&room)?;
+    validate_user(&req.user)?;
+    require_server(&principal(&gw, &headers)?)?;
+    gw.engine.publish_control(&Control::Join { user: req.user, room }).await?;
+    Ok(StatusCode::ACCEPTED)
+}
+
+/// Server-side leave (API key).
+#[utoipa::path(delete, path = "/v1/rooms/{room}/members/{user}",
+    params(("room" = String, Path, description = "room name"), ("user" = String, Path, description = "user id")),
+    security(("bearer" = [])),
+    responses((status = 202), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 503, body = ErrorBody)))]
+async fn remove_member(
+    State(gw): State<Arc<Gateway>>,
+    Path((room, user)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<StatusCode> {
+    validate_room(&room)?;
+    validate_user(&user)?;
+    require_server(&principal(&gw, &headers)?)?;
+    gw.engine.publish_control(&Control::Leave { user, room }).await?;
+    Ok(StatusCode::ACCEPTED)
+}
+
+/// A user token for anyone (dev mode only; 404 otherwise).
+#[utoipa::path(post, path = "/v1/auth/dev-token", request_body = DevTokenRequest,
+    responses((status = 200, body = DevTokenResponse), (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
+async fn dev_token(
+    State(gw): State<Arc<Gateway>>,
+    accept: Accept,
+    Body(req): Body<DevTokenRequest>,
+) -> Result<Response> {
+    if !gw.auth.dev_mode {
+        return Err(ApiError::new(ErrorCode::NotFound, "dev tokens need CHAT_DEV_MODE=true"));
+    }
+    validate_user(&req.user)?;
+    let token = gw.auth.issue_token(&req.user)?;
+    Ok(accept.reply(StatusCode::OK, &DevTokenResponse { token }))
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Chat API", description = "HTTP API of chat protocol v1 (PROTOCOL.md §4)."),
+    paths(chat_send, publish_room, publish_direct, history, add_member, remove_member, dev_token),
+    modifiers(&BearerAuth)
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("a user JWT, or a server API key"))
+                    .build(),
+            ),
+        );
+    }
+}
+
+async fn openapi() -> impl IntoResponse {
+    axum::Json(ApiDoc::openapi())
+}

@@ -1,0 +1,447 @@
+//! One WebSocket connection: a reader task that decodes and handles the client's
+//! frames, and a writer that drains the send queue in batches.
+//!
+//! fastwebsockets reads (its `read_frame` is not cancel-safe, so it is never raced in
+//! `select!`: a connection we give up on is aborted whole). Writes bypass it: every
+//! server frame is already a complete WebSocket frame in the queue.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use chat_auth::User;
+use chat_engine::Publication;
+use chat_protocol::names::validate_user;
+use chat_protocol::{Channel, ClientFrame, Encoding, ErrorCode, ProtocolError, ServerFrame, codec};
+use fastwebsockets::{Frame, OpCode, Role, WebSocketError};
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+
+use crate::frame;
+use crate::hub::Conn;
+use crate::send_queue::{Close, SendQueue};
+use crate::{Realtime, Timing};
+
+type Io = TokioIo<Upgraded>;
+
+const POLICY: u16 = 1008;
+
+/// Serves one upgraded connection until it closes.
+pub async fn serve(rt: Arc<Realtime>, io: Io, encoding: Encoding) {
+    let (read, write) = tokio::io::split(io);
+    // The write half of fastwebsockets' pair is unused: see the module comment.
+    let (mut reader, _) = fastwebsockets::after_handshake_split(read, tokio::io::sink(), Role::Server);
+    reader.set_max_message_size(rt.max_frame_bytes);
+    reader.set_auto_pong(true);
+    reader.set_auto_close(true);
+
+    let queue = Arc::new(SendQueue::new(rt.send_queue_bytes));
+    let conn_slot: Arc<OnceLock<Arc<Conn>>> = Arc::new(OnceLock::new());
+    let last_seen = Arc::new(AtomicU64::new(rt.clock_ms()));
+    rt.metrics.ws_connections.inc();
+
+    let session = Session {
+        rt: rt.clone(),
+        queue: queue.clone(),
+        encoding,
+        conn: conn_slot.clone(),
+        user: parking_lot::Mutex::new(None),
+        last_seen: last_seen.clone(),
+    };
+    let read_task = tokio::spawn(session.read_loop(reader));
+    let abort = read_task.abort_handle();
+
+    let close = write_loop(write, &queue, &last_seen, &rt).await;
+    // The reader ends when the client answers our close; past a grace period the
+    // connection is dead and the reader is dropped.
+    if tokio::time::timeout(Duration::from_secs(1), read_task).await.is_err() {
+        abort.abort();
+    }
+    if let Some(conn) = conn_slot.get() {
+        rt.hub.disconnect(conn).await;
+    }
+    rt.metrics.ws_connections.dec();
+    rt.metrics.ws_closes.with_label_values(&[close_reason(close)]).inc();
+}
+
+fn close_reason(close: Option<Close>) -> &'static str {
+    match close.map(|c| c.code) {
+        Some(1000) | Some(1001) | None => "normal",
+        Some(1008) => "policy",
+        Some(1009) => "too_large",
+        Some(1012) => "drain",
+        Some(1013) => "slow_consumer",
+        Some(4408) => "connect_timeout",
+        Some(_) => "error",
+    }
+}
+
+/// Drains the queue into the socket, one write per batch; pings the client and closes
+/// a connection that stopped answering. Returns the close it sent.
+async fn write_loop<W: AsyncWrite + Unpin>(
+    mut w: W,
+    queue: &SendQueue,
+    last_seen: &AtomicU64,
+    rt: &Realtime,
+) -> Option<Close> {
+    let Timing { ping_every, idle_timeout, write_timeout, .. } = rt.timing;
+    let mut batch: Vec<Bytes> = Vec::new();
+    let mut buf: Vec<u8> = Vec::new();
+    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
+    loop {
+        let mut close = tokio::select! {
+            close = queue.next(&mut batch) => close,
+            _ = ping.tick() => {
+                let idle = rt.clock_ms().saturating_sub(last_seen.load(Ordering::Relaxed));
+                if idle > idle_timeout.as_millis() as u64 {
+                    Some(Close { code: 1001, reason: "no answer to pings" })
+                } else {
+                    batch.push(frame::ping());
+                    None
+                }
+            }
+        };
+        if !batch.is_empty() {
+            let bytes: &[u8] = if batch.len() == 1 {
+                &batch[0]
+            } else {
+                buf.clear();
+                for b in &batch {
+                    buf.extend_from_slice(b);
+                }
+                &buf
+            };
+            match tokio::time::timeout(write_timeout, w.write_all(bytes)).await {
+                Ok(Ok(())) => {}
+                _ => {
+                    close = close.or(Some(Close { code: 1013, reason: "write timed out" }));
+                    return close;
+                }
+            }
+            batch.clear();
+            if buf.capacity() > 1 << 20 {
+                buf = Vec::new();
+            }
+        }
+        if let Some(c) = close {
+            let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                w.write_all(&frame::close(c.code, c.reason)).await?;
+                w.shutdown().await
+            })
+            .await;
+            return Some(c);
+        }
+    }
+}
+
+struct Session {
+    rt: Arc<Realtime>,
+    queue: Arc<SendQueue>,
+    encoding: Encoding,
+    conn: Arc<OnceLock<Arc<Conn>>>,
+    /// The authenticated user, with the rooms their token allows.
+    user: parking_lot::Mutex<Option<User>>,
+    last_seen: Arc<AtomicU64>,
+}
+
+/// A reassembled message: fastwebsockets hands out fragments; we cap their total.
+struct Partial {
+    binary: bool,
+    data: Vec<u8>,
+}
+
+impl Session {
+    async fn read_loop(self, mut reader: fastwebsockets::WebSocketRead<tokio::io::ReadHalf<Io>>) {
+        let connect_deadline = tokio::time::Instant::now() + self.rt.timing.connect_timeout;
+        let mut partial: Option<Partial> = None;
+        let queue = self.queue.clone();
+        // Pongs and the echo of a client's close, as fastwebsockets requires.
+        let mut obligated = move |f: Frame<'_>| {
+            match f.opcode {
+                OpCode::Close => {
+                    let code = f
+                        .payload
+                        .get(..2)
+                        .map(|b| u16::from_be_bytes([b[0], b[1]]))
+                        .unwrap_or(1000);
+                    // 1002 is what fastwebsockets answers to an invalid close code.
+                    let code = if code == 1002 { 1002 } else { 1000 };
+                    queue.close(Close { code, reason: "" });
+                }
+                OpCode::Pong => {
+                    let _ = queue.push(frame::pong(&f.payload));
+                }
+                _ => {}
+            }
+            std::future::ready(Ok::<(), std::convert::Infallible>(()))
+        };
+        loop {
+            let read = if self.conn.get().is_none() {
+                // Racing read_frame is fine here: on timeout the connection is closed.
+                match tokio::time::timeout_at(connect_deadline, reader.read_frame(&mut obligated)).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        self.queue.close(Close { code: 4408, reason: "no connect within 10 s" });
+                        return;
+                    }
+                }
+            } else {
+                reader.read_frame(&mut obligated).await
+            };
+            let frame = match read {
+                Ok(f) => f,
+                Err(e) => {
+                    let code = match e {
+                        WebSocketError::FrameTooLarge => 1009,
+                        WebSocketError::InvalidUTF8 => 1007,
+                        WebSocketError::UnexpectedEOF | WebSocketError::IoError(_) => 1000,
+                        _ => 1002,
+                    };
+                    self.queue.close(Close { code, reason: "bad frame" });
+                    return;
+                }
+            };
+            self.last_seen.store(self.rt.clock_ms(), Ordering::Relaxed);
+            let (binary, payload): (bool, Vec<u8>) = match frame.opcode {
+                OpCode::Close => return,
+                OpCode::Ping | OpCode::Pong => continue,
+                OpCode::Text | OpCode::Binary if frame.fin => {
+                    if partial.is_some() {
+                        self.queue.close(Close { code: 1002, reason: "new message inside a fragmented one" });
+                        return;
+                    }
+                    (frame.opcode == OpCode::Binary, frame.payload.to_vec())
+                }
+                OpCode::Text | OpCode::Binary => {
+                    partial = Some(Partial {
+                        binary: frame.opcode == OpCode::Binary,
+                        data: frame.payload.to_vec(),
+                    });
+                    continue;
+                }
+                OpCode::Continuation => {
+                    let Some(p) = partial.as_mut() else {
+                        self.queue.close(Close { code: 1002, reason: "continuation without a start" });
+                        return;
+                    };
+                    // Checked before copying: a flood of fragments is refused without
+                    // buffering more than the limit.
+                    if p.data.len() + frame.payload.len() > self.rt.max_frame_bytes {
+                        self.queue.close(Close { code: 1009, reason: "message too large" });
+                        return;
+                    }
+                    p.data.extend_from_slice(&frame.payload);
+                    if !frame.fin {
+                        continue;
+                    }
+                    let p = partial.take().expect("checked above");
+                    (p.binary, p.data)
+                }
+            };
+            if !binary && std::str::from_utf8(&payload).is_err() {
+                self.queue.close(Close { code: 1007, reason: "text frame is not UTF-8" });
+                return;
+            }
+            if self.handle(&payload, binary).await.is_err() || self.queue.is_closing() {
+                return;
+            }
+        }
+    }
+
+    fn reply(&self, frame: &ServerFrame) {
+        let _ = self.queue.push(frame::server(self.encoding, frame));
+    }
+
+    fn reply_error(&self, err: &ProtocolError, cid: Option<String>) {
+        self.rt.metrics.errors.with_label_values(&[err.code.as_str()]).inc();
+        self.reply(&ServerFrame::error(err, cid));
+    }
+
+    /// Handles one client frame. `Err` ends the connection (the close is queued).
+    async fn handle(&self, payload: &[u8], binary: bool) -> Result<(), ()> {
+        let frame = match codec::decode_client(payload, binary) {
+            Ok(f) => f,
+            Err(e) => {
+                self.reply_error(&e, None);
+                return Ok(());
+            }
+        };
+        let Some(conn) = self.conn.get().cloned() else {
+            return match frame {
+                ClientFrame::Connect { token, user, since } => self.connect(token, user, since).await,
+                ClientFrame::Ping => {
+                    self.reply(&ServerFrame::Pong);
+                    Ok(())
+                }
+                _ => {
+                    self.reply_error(&ProtocolError::unauthorized("send connect first"), None);
+                    Ok(())
+                }
+            };
+        };
+        let cid = match &frame {
+            ClientFrame::Send { cid, .. } => cid.clone(),
+            _ => None,
+        };
+        if let Err(e) = self.command(&conn, frame).await {
+            self.reply_error(&e, cid);
+        }
+        Ok(())
+    }
+
+    async fn connect(
+        &self,
+        token: Option<String>,
+        user: Option<String>,
+        since: Option<chat_protocol::Since>,
+    ) -> Result<(), ()> {
+        let auth = &self.rt.auth;
+        let user = match (token, user) {
+            (Some(token), _) => auth.verify_token(&token),
+            (None, Some(name)) if auth.dev_mode => validate_user(&name)
+                .map(|_| User::named(name))
+                .map_err(|e| ProtocolError::unauthorized(e.message)),
+            (None, Some(_)) => Err(ProtocolError::unauthorized(
+                "connect by user name needs dev mode: send a token",
+            )),
+            (None, None) => Err(ProtocolError::unauthorized("connect needs a token")),
+        };
+        let user = match user {
+            Ok(u) => u,
+            Err(e) => {
+                self.reply_error(&e, None);
+                self.queue.close(Close { code: POLICY, reason: "bad or missing credentials" });
+                return Err(());
+            }
+        };
+        let conn = Arc::new(Conn::new(
+            self.rt.next_conn_id(),
+            user.id.clone(),
+            self.encoding,
+            self.queue.clone(),
+        ));
+        let _ = self.conn.set(conn.clone());
+        self.rt.hub.register(&conn);
+        let channel = format!("@{}", user.id);
+        let result = self
+            .rt
+            .hub
+            .join(&conn, &channel, since.as_ref(), |j| ServerFrame::Connected {
+                user: user.id.clone(),
+                conn: conn.id.clone(),
+                channel: channel.clone(),
+                epoch: j.head.epoch.clone(),
+                seq: j.head.seq,
+                missed: j.recovered.map(|_| j.missed),
+                recovered: j.recovered,
+            })
+            .await;
+        if let Err(e) = result {
+            self.reply_error(&e, None);
+            self.queue.close(Close { code: 1011, reason: "personal channel unavailable" });
+            return Err(());
+        }
+        *self.user.lock() = Some(user);
+        Ok(())
+    }
+
+    async fn command(&self, conn: &Arc<Conn>, frame: ClientFrame) -> Result<(), ProtocolError> {
+        let hub = &self.rt.hub;
+        match frame {
+            ClientFrame::Connect { .. } => Err(ProtocolError::bad_request("already connected")),
+            ClientFrame::Ping => {
+                self.reply(&ServerFrame::Pong);
+                Ok(())
+            }
+            ClientFrame::Join { room, since } => {
+                let channel = self.authorize_room(&room)?;
+                hub.join(conn, &channel, since.as_ref(), |j| ServerFrame::Joined {
+                    room: room.clone(),
+                    epoch: j.head.epoch.clone(),
+                    seq: j.head.seq,
+                    missed: j.missed,
+                    recovered: j.recovered,
+                })
+                .await
+            }
+            ClientFrame::Leave { room } => {
+                chat_protocol::names::validate_room(&room)?;
+                hub.leave(conn, &room).await;
+                self.reply(&ServerFrame::Left { room });
+                Ok(())
+            }
+            ClientFrame::Typing { room } => {
+                chat_protocol::names::validate_room(&room)?;
+                if !conn.is_member(&room) {
+                    return Err(ProtocolError::bad_request("join the room before typing in it"));
+                }
+                hub.engine().publish_typing(&room, &conn.user).await.map_err(Into::into)
+            }
+            ClientFrame::Send { room, to, text, cid } => {
+                codec::check_text(&text, self.rt.max_message_bytes)?;
+                let (channel, ack_room) = match (room, to) {
+                    (Some(room), None) => {
+                        let channel = self.authorize_room(&room)?;
+                        let m = self.publish(&channel, conn, &text, None, cid.clone()).await?;
+                        (m, room)
+                    }
+                    (None, Some(to)) => {
+                        validate_user(&to)?;
+                        let target = format!("@{to}");
+                        let m = self.publish(&target, conn, &text, Some(to.clone()), cid.clone()).await?;
+                        if to != conn.user {
+                            // The sender's other devices see the conversation too.
+                            let own = format!("@{}", conn.user);
+                            self.publish(&own, conn, &text, Some(to), cid.clone()).await?;
+                        }
+                        (m, target)
+                    }
+                    _ => return Err(ProtocolError::bad_request("send needs exactly one of room or to")),
+                };
+                self.reply(&ServerFrame::Ack { cid, room: ack_room, seq: channel.seq });
+                Ok(())
+            }
+        }
+    }
+
+    async fn publish(
+        &self,
+        channel: &str,
+        conn: &Conn,
+        text: &str,
+        to: Option<String>,
+        cid: Option<String>,
+    ) -> Result<chat_protocol::Message, ProtocolError> {
+        let m = self
+            .rt
+            .hub
+            .engine()
+            .publish(Publication {
+                channel: channel.to_owned(),
+                from: conn.user.clone(),
+                text: text.to_owned(),
+                to,
+                cid,
+            })
+            .await?;
+        self.rt.metrics.messages_published.with_label_values(&["ws"]).inc();
+        Ok(m)
+    }
+
+    /// Validates a room name and checks the user may use it.
+    fn authorize_room(&self, room: &str) -> Result<String, ProtocolError> {
+        let channel = Channel::room(room)?;
+        let user = self.user.lock().clone();
+        if let Some(user) = user {
+            if !user.may_access(&channel) {
+                return Err(ProtocolError::new(
+                    ErrorCode::Forbidden,
+                    format!("not allowed in room {room}"),
+                ));
+            }
+        }
+        Ok(room.to_owned())
+    }
+}

@@ -1,0 +1,374 @@
+//! The hub: a replica's connections and their channel memberships.
+//!
+//! It keeps exactly one engine subscription per channel that has local members and fans
+//! each bus message out to them: encoded at most once per encoding, the same bytes
+//! queued to every member. A member that is still joining buffers live messages until
+//! its history is sent, so the seam between history and live has no gap and no
+//! duplicate.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use chat_engine::{BusHandler, Control, Engine, Head, Range};
+use chat_protocol::{Encoding, Message, ProtocolError, ServerFrame, Since};
+use chat_telemetry::Metrics;
+use parking_lot::{Mutex, RwLock};
+
+use crate::frame::{self, Prepared};
+use crate::send_queue::{Closing, SendQueue};
+
+/// One WebSocket connection, as the hub sees it.
+pub struct Conn {
+    pub id: String,
+    pub user: String,
+    pub encoding: Encoding,
+    pub queue: Arc<SendQueue>,
+    channels: Mutex<HashSet<String>>,
+}
+
+impl Conn {
+    pub fn new(id: String, user: String, encoding: Encoding, queue: Arc<SendQueue>) -> Self {
+        Self {
+            id,
+            user,
+            encoding,
+            queue,
+            channels: Mutex::new(HashSet::new()),
+        }
+    }
+
+    pub fn send(&self, frame: &ServerFrame) -> Result<(), Closing> {
+        self.queue.push(frame::server(self.encoding, frame))
+    }
+
+    pub fn is_member(&self, channel: &str) -> bool {
+        self.channels.lock().contains(channel)
+    }
+
+    pub fn channel_count(&self) -> usize {
+        self.channels.lock().len()
+    }
+}
+
+enum State {
+    /// Joining: live messages wait here until history has been sent.
+    Buffering(Vec<Message>),
+    /// Receives messages newer than `after` (or of another epoch).
+    Live { epoch: String, after: u64 },
+}
+
+struct Member {
+    conn: Arc<Conn>,
+    state: State,
+}
+
+#[derive(Default)]
+struct Members {
+    by_conn: HashMap<String, Member>,
+}
+
+pub struct Hub {
+    me: std::sync::Weak<Hub>,
+    engine: Engine,
+    metrics: Arc<Metrics>,
+    channels: RwLock<HashMap<String, Arc<Mutex<Members>>>>,
+    users: Mutex<HashMap<String, Vec<Arc<Conn>>>>,
+    /// Subscribe and unsubscribe decisions, one at a time: a channel is subscribed
+    /// exactly while it has local members.
+    subscriptions: tokio::sync::Mutex<()>,
+    history_limit: usize,
+}
+
+/// What a join found: the channel's head, and whether `since` was honoured.
+pub struct Joined {
+    pub head: Head,
+    pub missed: u64,
+    pub recovered: Option<bool>,
+}
+
+impl Hub {
+    pub fn new(engine: Engine, metrics: Arc<Metrics>, history_limit: usize) -> Arc<Self> {
+        Arc::new_cyclic(|me| Self {
+            me: me.clone(),
+            engine,
+            metrics,
+            channels: RwLock::new(HashMap::new()),
+            users: Mutex::new(HashMap::new()),
+            subscriptions: tokio::sync::Mutex::new(()),
+            history_limit,
+        })
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    pub fn register(&self, conn: &Arc<Conn>) {
+        self.users
+            .lock()
+            .entry(conn.user.clone())
+            .or_default()
+            .push(conn.clone());
+    }
+
+    /// Removes the connection and all its memberships.
+    pub async fn disconnect(&self, conn: &Arc<Conn>) {
+        {
+            let mut users = self.users.lock();
+            if let Some(list) = users.get_mut(&conn.user) {
+                list.retain(|c| c.id != conn.id);
+                if list.is_empty() {
+                    users.remove(&conn.user);
+                }
+            }
+        }
+        let channels: Vec<String> = conn.channels.lock().iter().cloned().collect();
+        for channel in channels {
+            self.leave(conn, &channel).await;
+        }
+    }
+
+    /// Joins `conn` to `channel`: subscribe (if first here), read the head or the
+    /// history after `since`, queue `answer`, the recovered messages, then whatever
+    /// arrived live meanwhile.
+    pub async fn join(
+        &self,
+        conn: &Arc<Conn>,
+        channel: &str,
+        since: Option<&Since>,
+        answer: impl FnOnce(&Joined) -> ServerFrame,
+    ) -> Result<(), ProtocolError> {
+        self.add_buffering_member(conn, channel).await?;
+        let read = match since {
+            None => self.engine.head(channel).await.map(|head| (head, Vec::new())),
+            Some(s) => self
+                .engine
+                .history(
+                    channel,
+                    Range::After {
+                        seq: s.seq,
+                        limit: self.history_limit,
+                    },
+                )
+                .await
+                .map(|h| (h.head, h.messages)),
+        };
+        let (head, messages) = match read {
+            Ok(r) => r,
+            Err(e) => {
+                self.leave(conn, channel).await;
+                return Err(e.into());
+            }
+        };
+        let (messages, recovered) = match since {
+            None => (Vec::new(), None),
+            Some(s) if recoverable(s, &head, &messages) => (messages, Some(true)),
+            Some(_) => (Vec::new(), Some(false)),
+        };
+        let joined = Joined {
+            head,
+            missed: messages.len() as u64,
+            recovered,
+        };
+        let _ = conn.send(&answer(&joined));
+        for m in &messages {
+            let _ = conn.queue.push(frame::message(conn.encoding, m));
+        }
+        self.go_live(conn, channel, &joined.head);
+        self.metrics.joins.inc();
+        Ok(())
+    }
+
+    async fn add_buffering_member(
+        &self,
+        conn: &Arc<Conn>,
+        channel: &str,
+    ) -> Result<(), ProtocolError> {
+        let _one_at_a_time = self.subscriptions.lock().await;
+        let members = self
+            .channels
+            .write()
+            .entry(channel.to_owned())
+            .or_default()
+            .clone();
+        let first = {
+            let mut m = members.lock();
+            let first = m.by_conn.is_empty();
+            m.by_conn.insert(
+                conn.id.clone(),
+                Member {
+                    conn: conn.clone(),
+                    state: State::Buffering(Vec::new()),
+                },
+            );
+            first
+        };
+        conn.channels.lock().insert(channel.to_owned());
+        if first {
+            if let Err(e) = self.engine.subscribe(channel).await {
+                members.lock().by_conn.remove(&conn.id);
+                conn.channels.lock().remove(channel);
+                if members.lock().by_conn.is_empty() {
+                    self.channels.write().remove(channel);
+                }
+                return Err(e.into());
+            }
+        }
+        Ok(())
+    }
+
+    /// Queues what was buffered during the join (only what is newer than the head the
+    /// client was given) and switches the member to live delivery, under the channel's
+    /// lock so no live message slips between.
+    fn go_live(&self, conn: &Arc<Conn>, channel: &str, head: &Head) {
+        let Some(members) = self.channels.read().get(channel).cloned() else {
+            return;
+        };
+        let mut m = members.lock();
+        let Some(member) = m.by_conn.get_mut(&conn.id) else {
+            return;
+        };
+        let live = State::Live {
+            epoch: head.epoch.clone(),
+            after: head.seq,
+        };
+        if let State::Buffering(buffered) = std::mem::replace(&mut member.state, live) {
+            for msg in buffered {
+                if msg.epoch != head.epoch || msg.seq > head.seq {
+                    let _ = conn.queue.push(frame::message(conn.encoding, &msg));
+                }
+            }
+        }
+    }
+
+    /// Removes the membership; unsubscribes when the channel has no local member left.
+    /// Returns whether `conn` was a member.
+    pub async fn leave(&self, conn: &Arc<Conn>, channel: &str) -> bool {
+        let _one_at_a_time = self.subscriptions.lock().await;
+        conn.channels.lock().remove(channel);
+        let Some(members) = self.channels.read().get(channel).cloned() else {
+            return false;
+        };
+        let (was_member, empty) = {
+            let mut m = members.lock();
+            let was = m.by_conn.remove(&conn.id).is_some();
+            (was, m.by_conn.is_empty())
+        };
+        if empty {
+            self.channels.write().remove(channel);
+            if let Err(e) = self.engine.unsubscribe(channel).await {
+                tracing::warn!(channel, error = %e, "unsubscribe failed");
+            }
+        }
+        if was_member {
+            self.metrics.leaves.inc();
+        }
+        was_member
+    }
+
+    /// The user's live connections on this replica.
+    pub fn connections_of(&self, user: &str) -> Vec<Arc<Conn>> {
+        self.users.lock().get(user).cloned().unwrap_or_default()
+    }
+
+    /// Queues a frame to every live member of `channel` (encoded once per encoding),
+    /// except `skip_user`'s connections.
+    fn broadcast(&self, channel: &str, frame: &ServerFrame, skip_user: Option<&str>) {
+        let Some(members) = self.channels.read().get(channel).cloned() else {
+            return;
+        };
+        let mut encoded: [Option<bytes::Bytes>; 2] = [None, None];
+        for member in members.lock().by_conn.values() {
+            if skip_user == Some(member.conn.user.as_str()) || matches!(member.state, State::Buffering(_)) {
+                continue;
+            }
+            let enc = member.conn.encoding;
+            let slot = &mut encoded[enc as usize];
+            let bytes = slot.get_or_insert_with(|| frame::server(enc, frame)).clone();
+            let _ = member.conn.queue.push(bytes);
+        }
+    }
+}
+
+/// `since` can be honoured when it names this epoch, is not ahead of the head, and
+/// history still holds every message after it.
+fn recoverable(since: &Since, head: &Head, messages: &[Message]) -> bool {
+    if since.epoch != head.epoch || since.seq > head.seq {
+        return false;
+    }
+    if since.seq == head.seq {
+        return true;
+    }
+    messages.first().map(|m| m.seq) == Some(since.seq + 1)
+        && messages.last().map(|m| m.seq) == Some(head.seq)
+}
+
+impl BusHandler for Hub {
+    fn on_message(&self, msg: Message) {
+        let Some(members) = self.channels.read().get(&msg.room).cloned() else {
+            return;
+        };
+        let mut prepared = Prepared::new(&msg);
+        let mut delivered = 0;
+        for member in members.lock().by_conn.values_mut() {
+            match &mut member.state {
+                State::Buffering(buffer) => buffer.push(msg.clone()),
+                State::Live { epoch, after } => {
+                    if msg.seq > *after || msg.epoch != *epoch {
+                        let conn = &member.conn;
+                        if conn.queue.push(prepared.get(conn.encoding)).is_ok() {
+                            delivered += 1;
+                        }
+                    }
+                }
+            }
+        }
+        self.metrics.deliveries.inc_by(delivered);
+    }
+
+    fn on_typing(&self, channel: &str, user: &str) {
+        let frame = ServerFrame::Typing {
+            room: channel.to_owned(),
+            user: user.to_owned(),
+        };
+        self.broadcast(channel, &frame, Some(user));
+    }
+
+    fn on_control(&self, control: Control) {
+        let (user, room, join) = match control {
+            Control::Join { user, room } => (user, room, true),
+            Control::Leave { user, room } => (user, room, false),
+        };
+        let conns = self.connections_of(&user);
+        if conns.is_empty() {
+            return;
+        }
+        // Joins await the engine: they run on their own task, never in the bus listener.
+        let Some(hub) = self.me.upgrade() else { return };
+        tokio::spawn(async move {
+            for conn in conns {
+                if join {
+                    let result = hub
+                        .join(&conn, &room, None, |j| ServerFrame::Joined {
+                            room: room.clone(),
+                            epoch: j.head.epoch.clone(),
+                            seq: j.head.seq,
+                            missed: 0,
+                            recovered: None,
+                        })
+                        .await;
+                    if let Err(e) = result {
+                        let _ = conn.send(&ServerFrame::error(&e, None));
+                    }
+                } else {
+                    hub.leave(&conn, &room).await;
+                    let _ = conn.send(&ServerFrame::Left { room: room.clone() });
+                }
+            }
+        });
+    }
+
+    fn on_bus_restored(&self) {
+        tracing::info!("bus restored");
+    }
+}

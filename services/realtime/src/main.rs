@@ -1,0 +1,35 @@
+use std::sync::Arc;
+
+use chat_auth::Auth;
+use chat_engine::Engine;
+use chat_realtime::{Config, Realtime};
+use chat_telemetry::{Metrics, config_error, parse_config};
+
+#[tokio::main]
+async fn main() -> std::io::Result<()> {
+    let config: Config = parse_config();
+    chat_telemetry::init_logging(config.telemetry.log_format);
+    if config.engine.redis_url.is_none() {
+        config_error("CHAT_REDIS_URL", "chat-realtime needs Redis (redis://host:6379)");
+    }
+    let auth = Auth::from_config(&config.auth, false)
+        .unwrap_or_else(|e| config_error(e.setting, &e.message));
+    let engine = Engine::from_config(&config.engine)
+        .unwrap_or_else(|e| config_error("CHAT_REDIS_URL", &e.to_string()));
+    let rt = Realtime::start(
+        engine,
+        Arc::new(auth),
+        &config.limits,
+        config.engine.history_size,
+        Arc::new(Metrics::new()),
+    )
+    .await
+    .unwrap_or_else(|e| config_error("CHAT_REDIS_URL", &e.to_string()));
+    let listener = tokio::net::TcpListener::bind(config.realtime_addr).await?;
+    let internal = match config.telemetry.internal_addr {
+        Some(addr) => Some(tokio::net::TcpListener::bind(addr).await?),
+        None => None,
+    };
+    tracing::info!(addr = %listener.local_addr()?, "chat-realtime listening on /ws");
+    chat_realtime::run(listener, internal, rt, chat_telemetry::shutdown_signal()).await
+}
