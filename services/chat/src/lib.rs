@@ -17,7 +17,11 @@ use tokio::net::TcpListener;
 
 /// Configuration of `chat` (flags, or the `CHAT_*` variables).
 #[derive(Debug, Clone, clap::Parser)]
-#[command(name = "chat", version, about = "Chat: API, WebSocket and web client on one port")]
+#[command(
+    name = "chat",
+    version,
+    about = "Chat: API, WebSocket and web client on one port"
+)]
 pub struct Config {
     /// Address to listen on.
     #[arg(long, env = "CHAT_ADDR", default_value = "0.0.0.0:8080")]
@@ -45,7 +49,10 @@ pub struct Chat {
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("{setting}: {message}")]
-    Config { setting: &'static str, message: String },
+    Config {
+        setting: &'static str,
+        message: String,
+    },
 }
 
 impl Chat {
@@ -56,10 +63,12 @@ impl Chat {
         auth: &AuthConfig,
         limits: &LimitsConfig,
     ) -> Result<Chat, StartError> {
-        let auth = Arc::new(Auth::from_config(auth, true).map_err(|e| StartError::Config {
-            setting: e.setting,
-            message: e.message,
-        })?);
+        let auth = Arc::new(
+            Auth::from_config(auth, true).map_err(|e| StartError::Config {
+                setting: e.setting,
+                message: e.message,
+            })?,
+        );
         let engine_impl = Engine::from_config(engine).map_err(|e| StartError::Config {
             setting: "CHAT_REDIS_URL",
             message: e.to_string(),
@@ -102,7 +111,9 @@ pub async fn run(
         }
         None => app = app.merge(chat.ops()),
     }
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 const INDEX: &str = r#"<!doctype html>

@@ -55,7 +55,12 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    pub fn new(engine: Engine, auth: Arc<Auth>, limits: &LimitsConfig, metrics: Arc<Metrics>) -> Arc<Self> {
+    pub fn new(
+        engine: Engine,
+        auth: Arc<Auth>,
+        limits: &LimitsConfig,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             engine,
             auth,
@@ -106,5 +111,7 @@ pub async fn run(
         }
         None => app = app.merge(ops(&gw)),
     }
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
 }

@@ -10,13 +10,21 @@ async fn main() -> std::io::Result<()> {
     let config: Config = parse_config();
     chat_telemetry::init_logging(config.telemetry.log_format);
     if config.engine.redis_url.is_none() {
-        config_error("CHAT_REDIS_URL", "chat-gateway needs Redis (redis://host:6379)");
+        config_error(
+            "CHAT_REDIS_URL",
+            "chat-gateway needs Redis (redis://host:6379)",
+        );
     }
     let auth = Auth::from_config(&config.auth, false)
         .unwrap_or_else(|e| config_error(e.setting, &e.message));
     let engine = Engine::from_config(&config.engine)
         .unwrap_or_else(|e| config_error("CHAT_REDIS_URL", &e.to_string()));
-    let gw = Gateway::new(engine, Arc::new(auth), &config.limits, Arc::new(Metrics::new()));
+    let gw = Gateway::new(
+        engine,
+        Arc::new(auth),
+        &config.limits,
+        Arc::new(Metrics::new()),
+    );
     let listener = tokio::net::TcpListener::bind(config.gateway_addr).await?;
     let internal = match config.telemetry.internal_addr {
         Some(addr) => Some(tokio::net::TcpListener::bind(addr).await?),

@@ -12,8 +12,8 @@ use axum::routing::{delete, get, post};
 use chat_auth::Principal;
 use chat_engine::{Control, Publication, Range};
 use chat_protocol::http::{
-    ChatSendEvent, ChatSendRequest, DevTokenRequest, DevTokenResponse, ErrorBody,
-    HistoryQuery, HistoryResponse, MemberRequest, PublishRequest, PublishResponse,
+    ChatSendEvent, ChatSendRequest, DevTokenRequest, DevTokenResponse, ErrorBody, HistoryQuery,
+    HistoryResponse, MemberRequest, PublishRequest, PublishResponse,
 };
 use chat_protocol::names::{validate_room, validate_user};
 use chat_protocol::{Channel, ErrorCode, Message, ProtocolError, codec};
@@ -61,7 +61,9 @@ pub fn router(gw: Arc<Gateway>) -> Router {
 }
 
 fn authorization(headers: &HeaderMap) -> Option<&str> {
-    headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok())
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
 }
 
 fn principal(gw: &Gateway, headers: &HeaderMap) -> Result<Principal> {
@@ -101,7 +103,10 @@ fn check_access(principal: &Principal, channel: &Channel) -> Result<()> {
 fn require_server(principal: &Principal) -> Result<()> {
     match principal {
         Principal::Server => Ok(()),
-        Principal::User(_) => Err(ApiError::new(ErrorCode::Forbidden, "needs a server API key")),
+        Principal::User(_) => Err(ApiError::new(
+            ErrorCode::Forbidden,
+            "needs a server API key",
+        )),
     }
 }
 
@@ -117,7 +122,13 @@ async fn publish(
     let published = match channel {
         Channel::Room(room) => {
             gw.engine
-                .publish(Publication { channel: room.clone(), from, text, to: None, cid })
+                .publish(Publication {
+                    channel: room.clone(),
+                    from,
+                    text,
+                    to: None,
+                    cid,
+                })
                 .await?
         }
         Channel::User(to) => {
@@ -145,7 +156,10 @@ async fn publish(
             m
         }
     };
-    gw.metrics.messages_published.with_label_values(&["http"]).inc();
+    gw.metrics
+        .messages_published
+        .with_label_values(&["http"])
+        .inc();
     Ok(published)
 }
 
@@ -191,12 +205,21 @@ async fn chat_send(
         }
         event => {
             let Channel::Room(room) = channel else {
-                return Err(ApiError::new(ErrorCode::BadRequest, "join and leave take a room"));
+                return Err(ApiError::new(
+                    ErrorCode::BadRequest,
+                    "join and leave take a room",
+                ));
             };
             let control = if event == ChatSendEvent::Join {
-                Control::Join { user: req.sender, room }
+                Control::Join {
+                    user: req.sender,
+                    room,
+                }
             } else {
-                Control::Leave { user: req.sender, room }
+                Control::Leave {
+                    user: req.sender,
+                    room,
+                }
             };
             gw.engine.publish_control(&control).await?;
             Ok(StatusCode::ACCEPTED.into_response())
@@ -278,11 +301,17 @@ async fn history(
     check_access(&principal, &channel)?;
     let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
     if limit == 0 || limit > MAX_LIMIT {
-        return Err(ApiError::new(ErrorCode::BadRequest, format!("limit must be 1 to {MAX_LIMIT}")));
+        return Err(ApiError::new(
+            ErrorCode::BadRequest,
+            format!("limit must be 1 to {MAX_LIMIT}"),
+        ));
     }
     let range = match (q.since, q.before) {
         (Some(_), Some(_)) => {
-            return Err(ApiError::new(ErrorCode::BadRequest, "use since or before, not both"));
+            return Err(ApiError::new(
+                ErrorCode::BadRequest,
+                "use since or before, not both",
+            ));
         }
         (Some(seq), None) => Range::After { seq, limit },
         (None, before) => Range::Before { seq: before, limit },
@@ -314,7 +343,12 @@ async fn add_member(
     validate_room(&room)?;
     validate_user(&req.user)?;
     require_server(&principal(&gw, &headers)?)?;
-    gw.engine.publish_control(&Control::Join { user: req.user, room }).await?;
+    gw.engine
+        .publish_control(&Control::Join {
+            user: req.user,
+            room,
+        })
+        .await?;
     Ok(StatusCode::ACCEPTED)
 }
 
@@ -332,7 +366,9 @@ async fn remove_member(
     validate_room(&room)?;
     validate_user(&user)?;
     require_server(&principal(&gw, &headers)?)?;
-    gw.engine.publish_control(&Control::Leave { user, room }).await?;
+    gw.engine
+        .publish_control(&Control::Leave { user, room })
+        .await?;
     Ok(StatusCode::ACCEPTED)
 }
 
@@ -346,7 +382,10 @@ async fn dev_token(
     Body(req): Body<DevTokenRequest>,
 ) -> Result<Response> {
     if !gw.auth.dev_mode {
-        return Err(ApiError::new(ErrorCode::NotFound, "dev tokens need CHAT_DEV_MODE=true"));
+        return Err(ApiError::new(
+            ErrorCode::NotFound,
+            "dev tokens need CHAT_DEV_MODE=true",
+        ));
     }
     validate_user(&req.user)?;
     let token = gw.auth.issue_token(&req.user)?;

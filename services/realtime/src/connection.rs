@@ -32,7 +32,8 @@ const POLICY: u16 = 1008;
 pub async fn serve(rt: Arc<Realtime>, io: Io, encoding: Encoding) {
     let (read, write) = tokio::io::split(io);
     // The write half of fastwebsockets' pair is unused: see the module comment.
-    let (mut reader, _) = fastwebsockets::after_handshake_split(read, tokio::io::sink(), Role::Server);
+    let (mut reader, _) =
+        fastwebsockets::after_handshake_split(read, tokio::io::sink(), Role::Server);
     reader.set_max_message_size(rt.max_frame_bytes);
     reader.set_auto_pong(true);
     reader.set_auto_close(true);
@@ -56,14 +57,20 @@ pub async fn serve(rt: Arc<Realtime>, io: Io, encoding: Encoding) {
     let close = write_loop(write, &queue, &last_seen, &rt).await;
     // The reader ends when the client answers our close; past a grace period the
     // connection is dead and the reader is dropped.
-    if tokio::time::timeout(Duration::from_secs(1), read_task).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(1), read_task)
+        .await
+        .is_err()
+    {
         abort.abort();
     }
     if let Some(conn) = conn_slot.get() {
         rt.hub.disconnect(conn).await;
     }
     rt.metrics.ws_connections.dec();
-    rt.metrics.ws_closes.with_label_values(&[close_reason(close)]).inc();
+    rt.metrics
+        .ws_closes
+        .with_label_values(&[close_reason(close)])
+        .inc();
 }
 
 fn close_reason(close: Option<Close>) -> &'static str {
@@ -86,7 +93,12 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     last_seen: &AtomicU64,
     rt: &Realtime,
 ) -> Option<Close> {
-    let Timing { ping_every, idle_timeout, write_timeout, .. } = rt.timing;
+    let Timing {
+        ping_every,
+        idle_timeout,
+        write_timeout,
+        ..
+    } = rt.timing;
     let mut batch: Vec<Bytes> = Vec::new();
     let mut buf: Vec<u8> = Vec::new();
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
@@ -116,7 +128,10 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             match tokio::time::timeout(write_timeout, w.write_all(bytes)).await {
                 Ok(Ok(())) => {}
                 _ => {
-                    close = close.or(Some(Close { code: 1013, reason: "write timed out" }));
+                    close = close.or(Some(Close {
+                        code: 1013,
+                        reason: "write timed out",
+                    }));
                     return close;
                 }
             }
@@ -180,10 +195,15 @@ impl Session {
         loop {
             let read = if self.conn.get().is_none() {
                 // Racing read_frame is fine here: on timeout the connection is closed.
-                match tokio::time::timeout_at(connect_deadline, reader.read_frame(&mut obligated)).await {
+                match tokio::time::timeout_at(connect_deadline, reader.read_frame(&mut obligated))
+                    .await
+                {
                     Ok(r) => r,
                     Err(_) => {
-                        self.queue.close(Close { code: 4408, reason: "no connect within 10 s" });
+                        self.queue.close(Close {
+                            code: 4408,
+                            reason: "no connect within 10 s",
+                        });
                         return;
                     }
                 }
@@ -199,7 +219,10 @@ impl Session {
                         WebSocketError::UnexpectedEOF | WebSocketError::IoError(_) => 1000,
                         _ => 1002,
                     };
-                    self.queue.close(Close { code, reason: "bad frame" });
+                    self.queue.close(Close {
+                        code,
+                        reason: "bad frame",
+                    });
                     return;
                 }
             };
@@ -209,7 +232,10 @@ impl Session {
                 OpCode::Ping | OpCode::Pong => continue,
                 OpCode::Text | OpCode::Binary if frame.fin => {
                     if partial.is_some() {
-                        self.queue.close(Close { code: 1002, reason: "new message inside a fragmented one" });
+                        self.queue.close(Close {
+                            code: 1002,
+                            reason: "new message inside a fragmented one",
+                        });
                         return;
                     }
                     (frame.opcode == OpCode::Binary, frame.payload.to_vec())
@@ -223,13 +249,19 @@ impl Session {
                 }
                 OpCode::Continuation => {
                     let Some(p) = partial.as_mut() else {
-                        self.queue.close(Close { code: 1002, reason: "continuation without a start" });
+                        self.queue.close(Close {
+                            code: 1002,
+                            reason: "continuation without a start",
+                        });
                         return;
                     };
                     // Checked before copying: a flood of fragments is refused without
                     // buffering more than the limit.
                     if p.data.len() + frame.payload.len() > self.rt.max_frame_bytes {
-                        self.queue.close(Close { code: 1009, reason: "message too large" });
+                        self.queue.close(Close {
+                            code: 1009,
+                            reason: "message too large",
+                        });
                         return;
                     }
                     p.data.extend_from_slice(&frame.payload);
@@ -241,7 +273,10 @@ impl Session {
                 }
             };
             if !binary && std::str::from_utf8(&payload).is_err() {
-                self.queue.close(Close { code: 1007, reason: "text frame is not UTF-8" });
+                self.queue.close(Close {
+                    code: 1007,
+                    reason: "text frame is not UTF-8",
+                });
                 return;
             }
             if self.handle(&payload, binary).await.is_err() || self.queue.is_closing() {
@@ -255,7 +290,11 @@ impl Session {
     }
 
     fn reply_error(&self, err: &ProtocolError, cid: Option<String>) {
-        self.rt.metrics.errors.with_label_values(&[err.code.as_str()]).inc();
+        self.rt
+            .metrics
+            .errors
+            .with_label_values(&[err.code.as_str()])
+            .inc();
         self.reply(&ServerFrame::error(err, cid));
     }
 
@@ -270,7 +309,9 @@ impl Session {
         };
         let Some(conn) = self.conn.get().cloned() else {
             return match frame {
-                ClientFrame::Connect { token, user, since } => self.connect(token, user, since).await,
+                ClientFrame::Connect { token, user, since } => {
+                    self.connect(token, user, since).await
+                }
                 ClientFrame::Ping => {
                     self.reply(&ServerFrame::Pong);
                     Ok(())
@@ -312,7 +353,10 @@ impl Session {
             Ok(u) => u,
             Err(e) => {
                 self.reply_error(&e, None);
-                self.queue.close(Close { code: POLICY, reason: "bad or missing credentials" });
+                self.queue.close(Close {
+                    code: POLICY,
+                    reason: "bad or missing credentials",
+                });
                 return Err(());
             }
         };
@@ -328,19 +372,24 @@ impl Session {
         let result = self
             .rt
             .hub
-            .join(&conn, &channel, since.as_ref(), |j| ServerFrame::Connected {
-                user: user.id.clone(),
-                conn: conn.id.clone(),
-                channel: channel.clone(),
-                epoch: j.head.epoch.clone(),
-                seq: j.head.seq,
-                missed: j.recovered.map(|_| j.missed),
-                recovered: j.recovered,
+            .join(&conn, &channel, since.as_ref(), |j| {
+                ServerFrame::Connected {
+                    user: user.id.clone(),
+                    conn: conn.id.clone(),
+                    channel: channel.clone(),
+                    epoch: j.head.epoch.clone(),
+                    seq: j.head.seq,
+                    missed: j.recovered.map(|_| j.missed),
+                    recovered: j.recovered,
+                }
             })
             .await;
         if let Err(e) = result {
             self.reply_error(&e, None);
-            self.queue.close(Close { code: 1011, reason: "personal channel unavailable" });
+            self.queue.close(Close {
+                code: 1011,
+                reason: "personal channel unavailable",
+            });
             return Err(());
         }
         *self.user.lock() = Some(user);
@@ -375,32 +424,55 @@ impl Session {
             ClientFrame::Typing { room } => {
                 chat_protocol::names::validate_room(&room)?;
                 if !conn.is_member(&room) {
-                    return Err(ProtocolError::bad_request("join the room before typing in it"));
+                    return Err(ProtocolError::bad_request(
+                        "join the room before typing in it",
+                    ));
                 }
-                hub.engine().publish_typing(&room, &conn.user).await.map_err(Into::into)
+                hub.engine()
+                    .publish_typing(&room, &conn.user)
+                    .await
+                    .map_err(Into::into)
             }
-            ClientFrame::Send { room, to, text, cid } => {
+            ClientFrame::Send {
+                room,
+                to,
+                text,
+                cid,
+            } => {
                 codec::check_text(&text, self.rt.max_message_bytes)?;
                 let (channel, ack_room) = match (room, to) {
                     (Some(room), None) => {
                         let channel = self.authorize_room(&room)?;
-                        let m = self.publish(&channel, conn, &text, None, cid.clone()).await?;
+                        let m = self
+                            .publish(&channel, conn, &text, None, cid.clone())
+                            .await?;
                         (m, room)
                     }
                     (None, Some(to)) => {
                         validate_user(&to)?;
                         let target = format!("@{to}");
-                        let m = self.publish(&target, conn, &text, Some(to.clone()), cid.clone()).await?;
+                        let m = self
+                            .publish(&target, conn, &text, Some(to.clone()), cid.clone())
+                            .await?;
                         if to != conn.user {
                             // The sender's other devices see the conversation too.
                             let own = format!("@{}", conn.user);
-                            self.publish(&own, conn, &text, Some(to), cid.clone()).await?;
+                            self.publish(&own, conn, &text, Some(to), cid.clone())
+                                .await?;
                         }
                         (m, target)
                     }
-                    _ => return Err(ProtocolError::bad_request("send needs exactly one of room or to")),
+                    _ => {
+                        return Err(ProtocolError::bad_request(
+                            "send needs exactly one of room or to",
+                        ));
+                    }
                 };
-                self.reply(&ServerFrame::Ack { cid, room: ack_room, seq: channel.seq });
+                self.reply(&ServerFrame::Ack {
+                    cid,
+                    room: ack_room,
+                    seq: channel.seq,
+                });
                 Ok(())
             }
         }
@@ -426,7 +498,11 @@ impl Session {
                 cid,
             })
             .await?;
-        self.rt.metrics.messages_published.with_label_values(&["ws"]).inc();
+        self.rt
+            .metrics
+            .messages_published
+            .with_label_values(&["ws"])
+            .inc();
         Ok(m)
     }
 

@@ -140,7 +140,11 @@ impl Hub {
     ) -> Result<(), ProtocolError> {
         self.add_buffering_member(conn, channel).await?;
         let read = match since {
-            None => self.engine.head(channel).await.map(|head| (head, Vec::new())),
+            None => self
+                .engine
+                .head(channel)
+                .await
+                .map(|head| (head, Vec::new())),
             Some(s) => self
                 .engine
                 .history(
@@ -279,12 +283,16 @@ impl Hub {
         };
         let mut encoded: [Option<bytes::Bytes>; 2] = [None, None];
         for member in members.lock().by_conn.values() {
-            if skip_user == Some(member.conn.user.as_str()) || matches!(member.state, State::Buffering(_)) {
+            if skip_user == Some(member.conn.user.as_str())
+                || matches!(member.state, State::Buffering(_))
+            {
                 continue;
             }
             let enc = member.conn.encoding;
             let slot = &mut encoded[enc as usize];
-            let bytes = slot.get_or_insert_with(|| frame::server(enc, frame)).clone();
+            let bytes = slot
+                .get_or_insert_with(|| frame::server(enc, frame))
+                .clone();
             let _ = member.conn.queue.push(bytes);
         }
     }

@@ -125,7 +125,11 @@ impl Realtime {
     }
 
     fn next_conn_id(&self) -> String {
-        format!("{}-{}", self.replica, self.next_conn.fetch_add(1, Ordering::Relaxed))
+        format!(
+            "{}-{}",
+            self.replica,
+            self.next_conn.fetch_add(1, Ordering::Relaxed)
+        )
     }
 
     /// Milliseconds since start: cheap, monotonic, fits an atomic.
@@ -153,7 +157,11 @@ async fn upgrade(
     incoming: IncomingUpgrade,
 ) -> Response {
     if rt.is_draining() {
-        return (StatusCode::SERVICE_UNAVAILABLE, "draining: connect to another replica").into_response();
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "draining: connect to another replica",
+        )
+            .into_response();
     }
     let offer = headers
         .get(header::SEC_WEBSOCKET_PROTOCOL)
@@ -204,7 +212,10 @@ pub async fn run(
         }
         None => app = app.merge(ops(&rt)),
     }
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
 }

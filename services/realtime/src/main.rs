@@ -10,7 +10,10 @@ async fn main() -> std::io::Result<()> {
     let config: Config = parse_config();
     chat_telemetry::init_logging(config.telemetry.log_format);
     if config.engine.redis_url.is_none() {
-        config_error("CHAT_REDIS_URL", "chat-realtime needs Redis (redis://host:6379)");
+        config_error(
+            "CHAT_REDIS_URL",
+            "chat-realtime needs Redis (redis://host:6379)",
+        );
     }
     let auth = Auth::from_config(&config.auth, false)
         .unwrap_or_else(|e| config_error(e.setting, &e.message));

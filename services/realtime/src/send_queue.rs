@@ -115,7 +115,10 @@ mod tests {
         q.push(Bytes::from_static(b"b")).unwrap();
         let mut out = Vec::new();
         assert_eq!(q.next(&mut out).await, None);
-        assert_eq!(out, vec![Bytes::from_static(b"a"), Bytes::from_static(b"b")]);
+        assert_eq!(
+            out,
+            vec![Bytes::from_static(b"a"), Bytes::from_static(b"b")]
+        );
     }
 
     #[tokio::test]
@@ -133,7 +136,10 @@ mod tests {
     async fn close_keeps_frames_queued_before_it() {
         let q = SendQueue::new(10);
         q.push(Bytes::from_static(b"bye")).unwrap();
-        q.close(Close { code: 1012, reason: "restart" });
+        q.close(Close {
+            code: 1012,
+            reason: "restart",
+        });
         let mut out = Vec::new();
         assert_eq!(q.next(&mut out).await.map(|c| c.code), Some(1012));
         assert_eq!(out.len(), 1);

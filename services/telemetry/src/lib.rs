@@ -120,7 +120,10 @@ impl Metrics {
         let ws_connections =
             IntGauge::new("chat_ws_connections", "Open WebSocket connections.").unwrap();
         let messages_published = IntCounterVec::new(
-            Opts::new("chat_messages_published_total", "Messages stored and published, by path."),
+            Opts::new(
+                "chat_messages_published_total",
+                "Messages stored and published, by path.",
+            ),
             &["path"],
         )
         .unwrap();
@@ -130,7 +133,10 @@ impl Metrics {
         )
         .unwrap();
         let ws_closes = IntCounterVec::new(
-            Opts::new("chat_ws_closes_total", "WebSocket connections closed, by reason."),
+            Opts::new(
+                "chat_ws_closes_total",
+                "WebSocket connections closed, by reason.",
+            ),
             &["reason"],
         )
         .unwrap();
@@ -142,7 +148,10 @@ impl Metrics {
         let joins = IntCounter::new("chat_joins_total", "Room joins.").unwrap();
         let leaves = IntCounter::new("chat_leaves_total", "Room leaves.").unwrap();
         let http_requests = IntCounterVec::new(
-            Opts::new("chat_http_requests_total", "HTTP requests, by matched route and status."),
+            Opts::new(
+                "chat_http_requests_total",
+                "HTTP requests, by matched route and status.",
+            ),
             &["route", "status"],
         )
         .unwrap();

@@ -270,3 +270,32 @@ impl WsClient {
             .await;
     }
 }
+
+impl WsClient {
+    /// Sends a text message of `total` bytes as fragments of `chunk` bytes, stopping at
+    /// the first failed write (the server closed). Returns how many fragments went out.
+    pub async fn send_fragments(&mut self, total: usize, chunk: usize) -> usize {
+        use tokio_tungstenite::tungstenite::protocol::frame::{
+            Frame,
+            coding::{Data, OpCode},
+        };
+        let n = total.div_ceil(chunk);
+        for i in 0..n {
+            let opcode = if i == 0 {
+                OpCode::Data(Data::Text)
+            } else {
+                OpCode::Data(Data::Continue)
+            };
+            let mut frame = Frame::message(vec![b'z'; chunk], opcode, i == n - 1);
+            frame.header_mut().is_final = i == n - 1;
+            if self.ws.send(WsMessage::Frame(frame)).await.is_err() {
+                return i;
+            }
+            // Give the server a chance to refuse before we flood it.
+            if i % 4 == 3 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+        n
+    }
+}

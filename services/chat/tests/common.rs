@@ -1,0 +1,143 @@
+//! Starts real servers on loopback port 0 (the split deployment over a real Redis, or
+//! the all-in-one `chat`) and describes them as a [`Topology`] the scenarios run on.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chat_auth::{Auth, AuthConfig, LimitsConfig};
+use chat_engine::{Engine, EngineConfig};
+use chat_gateway::Gateway;
+use chat_realtime::Realtime;
+use chat_telemetry::Metrics;
+use tokio::net::TcpListener;
+
+pub const API_KEY: &str = "test-api-key";
+
+pub fn auth_config(dev: bool) -> AuthConfig {
+    AuthConfig {
+        dev_mode: Some(dev),
+        jwt_secret: Some("a-test-secret-of-enough-bytes".into()),
+        api_keys: vec![API_KEY.into()],
+    }
+}
+
+pub fn limits() -> LimitsConfig {
+    LimitsConfig {
+        max_message_bytes: 4096,
+    }
+}
+
+pub fn engine_config(redis_url: Option<String>) -> EngineConfig {
+    EngineConfig {
+        redis_url,
+        ..EngineConfig::default()
+    }
+}
+
+async fn bind() -> TcpListener {
+    TcpListener::bind("127.0.0.1:0").await.unwrap()
+}
+
+pub async fn spawn_realtime(redis_url: &str) -> (SocketAddr, Arc<Realtime>) {
+    let engine = Engine::from_config(&engine_config(Some(redis_url.into()))).unwrap();
+    let auth = Arc::new(Auth::from_config(&auth_config(true), false).unwrap());
+    let rt = Realtime::start(engine, auth, &limits(), 1000, Arc::new(Metrics::new()))
+        .await
+        .unwrap();
+    let listener = bind().await;
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(chat_realtime::run(
+        listener,
+        None,
+        rt.clone(),
+        std::future::pending(),
+    ));
+    (addr, rt)
+}
+
+pub async fn spawn_gateway(redis_url: &str) -> SocketAddr {
+    let engine = Engine::from_config(&engine_config(Some(redis_url.into()))).unwrap();
+    let auth = Arc::new(Auth::from_config(&auth_config(true), false).unwrap());
+    let gw = Gateway::new(engine, auth, &limits(), Arc::new(Metrics::new()));
+    let listener = bind().await;
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(chat_gateway::run(
+        listener,
+        None,
+        gw,
+        std::future::pending(),
+    ));
+    addr
+}
+
+pub async fn spawn_chat(redis_url: Option<String>) -> SocketAddr {
+    let chat = chat::Chat::start(&engine_config(redis_url), &auth_config(true), &limits())
+        .await
+        .unwrap();
+    let listener = bind().await;
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(chat::run(listener, None, chat, std::future::pending()));
+    addr
+}
+
+/// Where clients connect: WebSocket replicas and HTTP gateways.
+pub struct Topology {
+    pub ws: Vec<SocketAddr>,
+    pub http: Vec<SocketAddr>,
+}
+
+impl Topology {
+    /// Two realtime replicas and two gateways on one Redis.
+    pub async fn split(redis_url: &str) -> Topology {
+        let (rt1, _) = spawn_realtime(redis_url).await;
+        let (rt2, _) = spawn_realtime(redis_url).await;
+        Topology {
+            ws: vec![rt1, rt2],
+            http: vec![
+                spawn_gateway(redis_url).await,
+                spawn_gateway(redis_url).await,
+            ],
+        }
+    }
+
+    /// One `chat` process plays every part.
+    pub async fn all_in_one() -> Topology {
+        let addr = spawn_chat(None).await;
+        Topology {
+            ws: vec![addr, addr],
+            http: vec![addr, addr],
+        }
+    }
+
+    pub fn ws_url(&self, i: usize) -> String {
+        format!("ws://{}/ws", self.ws[i % self.ws.len()])
+    }
+
+    pub fn http_url(&self, i: usize, path: &str) -> String {
+        format!("http://{}{path}", self.http[i % self.http.len()])
+    }
+}
+
+pub fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+/// Polls `url` until it answers `status`.
+pub async fn wait_status(url: &str, status: u16) {
+    let client = http();
+    for _ in 0..150 {
+        if let Ok(r) = client.get(url).send().await {
+            if r.status().as_u16() == status {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{url} never answered {status}");
+}
