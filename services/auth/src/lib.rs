@@ -126,13 +126,11 @@ impl Auth {
     pub fn from_config(config: &AuthConfig, dev_default: bool) -> Result<Auth, ConfigError> {
         let dev_mode = config.dev_mode.unwrap_or(dev_default);
         let mut secret = config.jwt_secret.clone().filter(|s| !s.is_empty());
-        if let Some(s) = &secret {
-            if s.len() < 16 {
-                return Err(ConfigError {
-                    setting: "CHAT_JWT_SECRET",
-                    message: "must be at least 16 bytes".into(),
-                });
-            }
+        if secret.as_ref().is_some_and(|s| s.len() < 16) {
+            return Err(ConfigError {
+                setting: "CHAT_JWT_SECRET",
+                message: "must be at least 16 bytes".into(),
+            });
         }
         if secret.is_none() && dev_mode {
             // Dev tokens still need a key; a per-process one works for a single process.

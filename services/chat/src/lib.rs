@@ -63,16 +63,16 @@ impl Chat {
         auth: &AuthConfig,
         limits: &LimitsConfig,
     ) -> Result<Chat, StartError> {
+        let engine_impl = Engine::from_config(engine).map_err(|e| StartError::Config {
+            setting: "CHAT_REDIS_URL",
+            message: e.to_string(),
+        })?;
         let auth = Arc::new(
             Auth::from_config(auth, true).map_err(|e| StartError::Config {
                 setting: e.setting,
                 message: e.message,
             })?,
         );
-        let engine_impl = Engine::from_config(engine).map_err(|e| StartError::Config {
-            setting: "CHAT_REDIS_URL",
-            message: e.to_string(),
-        })?;
         let metrics = Arc::new(Metrics::new());
         let gateway = Gateway::new(engine_impl.clone(), auth.clone(), limits, metrics.clone());
         let realtime = Realtime::start(engine_impl, auth, limits, engine.history_size, metrics)

@@ -66,6 +66,9 @@ pub enum EngineError {
     Unavailable(String),
     #[error("engine error: {0}")]
     Internal(String),
+    /// A setting the engine cannot work with (the process stops at start).
+    #[error("{0}")]
+    Config(String),
 }
 
 impl From<EngineError> for ProtocolError {
@@ -75,7 +78,9 @@ impl From<EngineError> for ProtocolError {
                 ErrorCode::Unavailable,
                 format!("message store unavailable, nothing was stored: {m}"),
             ),
-            EngineError::Internal(m) => ProtocolError::new(ErrorCode::Internal, m),
+            EngineError::Internal(m) | EngineError::Config(m) => {
+                ProtocolError::new(ErrorCode::Internal, m)
+            }
         }
     }
 }

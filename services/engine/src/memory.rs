@@ -43,6 +43,15 @@ impl MemoryEngine {
         self.handler.read().as_ref().and_then(Weak::upgrade)
     }
 
+    /// The handler, if `channel` is subscribed.
+    fn handler_of(&self, channel: &str) -> Option<std::sync::Arc<dyn BusHandler>> {
+        if self.subscribed.read().contains(channel) {
+            self.handler()
+        } else {
+            None
+        }
+    }
+
     /// The channel's log; a log idle past the TTL is gone, as a Redis key would be, and
     /// comes back with a new epoch.
     fn log<'a>(
@@ -88,10 +97,8 @@ impl MemoryEngine {
         log.messages.push_back(message.clone());
         // Delivered under the lock: the next publish on this engine waits, so the hub
         // sees every channel's messages in seq order.
-        if self.subscribed.read().contains(&message.room) {
-            if let Some(h) = self.handler() {
-                h.on_message(message.clone());
-            }
+        if let Some(h) = self.handler_of(&message.room) {
+            h.on_message(message.clone());
         }
         Ok(message)
     }
@@ -148,10 +155,8 @@ impl MemoryEngine {
     }
 
     pub async fn publish_typing(&self, channel: &str, user: &str) -> Result<()> {
-        if self.subscribed.read().contains(channel) {
-            if let Some(h) = self.handler() {
-                h.on_typing(channel, user);
-            }
+        if let Some(h) = self.handler_of(channel) {
+            h.on_typing(channel, user);
         }
         Ok(())
     }

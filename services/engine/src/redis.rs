@@ -69,6 +69,9 @@ end
 return {seq, epoch, entries}
 "#;
 
+/// An XRANGE entry: its id (`seq-0`) and its fields (`["m", body]`).
+type StreamEntry = (String, Vec<Vec<u8>>);
+
 pub struct RedisEngine {
     client3: Client,
     cmd: ConnectionManager,
@@ -110,7 +113,7 @@ impl RedisEngine {
     pub fn new(url: &str, config: &EngineConfig) -> Result<Self> {
         let info = url
             .into_connection_info()
-            .map_err(|e| EngineError::Internal(format!("CHAT_REDIS_URL: {e}")))?;
+            .map_err(|e| EngineError::Config(e.to_string()))?;
         let client =
             Client::open(info.clone()).map_err(|e| EngineError::Internal(e.to_string()))?;
         let redis3 = info
@@ -184,7 +187,7 @@ impl RedisEngine {
         count: usize,
     ) -> Result<History> {
         let mut con = self.cmd.clone();
-        let (seq, epoch, entries): (u64, String, Vec<(String, Vec<Vec<u8>>)>) = timed(
+        let (seq, epoch, entries): (u64, String, Vec<StreamEntry>) = timed(
             self.read
                 .key(self.meta_key(channel))
                 .key(self.hist_key(channel))
@@ -364,10 +367,8 @@ async fn listen(
                     }
                 }
             }
-            PushKind::Disconnection => {
-                if bus_up.swap(false, Ordering::Relaxed) {
-                    tracing::warn!("lost the Redis pub/sub connection; reconnecting");
-                }
+            PushKind::Disconnection if bus_up.swap(false, Ordering::Relaxed) => {
+                tracing::warn!("lost the Redis pub/sub connection; reconnecting");
             }
             _ => {}
         }

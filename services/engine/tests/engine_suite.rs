@@ -314,6 +314,6 @@ async fn a_bad_redis_url_is_a_configuration_error() {
     };
     assert!(matches!(
         Engine::from_config(&cfg),
-        Err(EngineError::Internal(_))
+        Err(EngineError::Config(_))
     ));
 }

@@ -510,13 +510,11 @@ impl Session {
     fn authorize_room(&self, room: &str) -> Result<String, ProtocolError> {
         let channel = Channel::room(room)?;
         let user = self.user.lock().clone();
-        if let Some(user) = user {
-            if !user.may_access(&channel) {
-                return Err(ProtocolError::new(
-                    ErrorCode::Forbidden,
-                    format!("not allowed in room {room}"),
-                ));
-            }
+        if user.is_some_and(|u| !u.may_access(&channel)) {
+            return Err(ProtocolError::new(
+                ErrorCode::Forbidden,
+                format!("not allowed in room {room}"),
+            ));
         }
         Ok(room.to_owned())
     }

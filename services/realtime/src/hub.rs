@@ -208,15 +208,13 @@ impl Hub {
             first
         };
         conn.channels.lock().insert(channel.to_owned());
-        if first {
-            if let Err(e) = self.engine.subscribe(channel).await {
-                members.lock().by_conn.remove(&conn.id);
-                conn.channels.lock().remove(channel);
-                if members.lock().by_conn.is_empty() {
-                    self.channels.write().remove(channel);
-                }
-                return Err(e.into());
+        if first && let Err(e) = self.engine.subscribe(channel).await {
+            members.lock().by_conn.remove(&conn.id);
+            conn.channels.lock().remove(channel);
+            if members.lock().by_conn.is_empty() {
+                self.channels.write().remove(channel);
             }
+            return Err(e.into());
         }
         Ok(())
     }

@@ -15,10 +15,10 @@ async fn main() -> std::io::Result<()> {
             "chat-realtime needs Redis (redis://host:6379)",
         );
     }
-    let auth = Auth::from_config(&config.auth, false)
-        .unwrap_or_else(|e| config_error(e.setting, &e.message));
     let engine = Engine::from_config(&config.engine)
         .unwrap_or_else(|e| config_error("CHAT_REDIS_URL", &e.to_string()));
+    let auth = Auth::from_config(&config.auth, false)
+        .unwrap_or_else(|e| config_error(e.setting, &e.message));
     let rt = Realtime::start(
         engine,
         Arc::new(auth),

@@ -132,10 +132,10 @@ pub fn http() -> reqwest::Client {
 pub async fn wait_status(url: &str, status: u16) {
     let client = http();
     for _ in 0..150 {
-        if let Ok(r) = client.get(url).send().await {
-            if r.status().as_u16() == status {
-                return;
-            }
+        if let Ok(r) = client.get(url).send().await
+            && r.status().as_u16() == status
+        {
+            return;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

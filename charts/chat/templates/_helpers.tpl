@@ -1,0 +1,172 @@
+{{/*
+Names and labels shared by every template.
+*/}}
+
+{{/* The chart name, or nameOverride. */}}
+{{- define "chat.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Full name prefix of every resource: the release name, plus the chart name
+unless the release name already contains it. Kept to 50 characters so that
+"-realtime" and similar suffixes still fit in 63.
+*/}}
+{{- define "chat.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 50 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 50 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 50 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Chart name and version, for the helm.sh/chart label. */}}
+{{- define "chat.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Labels of every resource. */}}
+{{- define "chat.labels" -}}
+helm.sh/chart: {{ include "chat.chart" . }}
+{{ include "chat.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: chat
+{{- end }}
+
+{{/* Labels that select the release's pods. */}}
+{{- define "chat.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "chat.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/*
+Labels of one component's resources. Call with (dict "root" $ "component" "gateway").
+*/}}
+{{- define "chat.componentLabels" -}}
+{{ include "chat.labels" .root }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{/* Selector labels of one component. Call with (dict "root" $ "component" "gateway"). */}}
+{{- define "chat.componentSelectorLabels" -}}
+{{ include "chat.selectorLabels" .root }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{/* The ServiceAccount of the chat pods. */}}
+{{- define "chat.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "chat.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* image reference of a component. Call with (dict "root" $ "image" .Values.gateway.image). */}}
+{{- define "chat.image" -}}
+{{- printf "%s:%s" .image.repository (default .root.Chart.AppVersion .image.tag) }}
+{{- end }}
+
+{{/* The ConfigMap of the shared CHAT_* environment. */}}
+{{- define "chat.configName" -}}
+{{- printf "%s-config" (include "chat.fullname" .) }}
+{{- end }}
+
+{{/* The chart's own Secret. */}}
+{{- define "chat.secretName" -}}
+{{- include "chat.fullname" . }}
+{{- end }}
+
+{{/* The Secret that holds jwt-secret and api-keys. */}}
+{{- define "chat.authSecretName" -}}
+{{- default (include "chat.secretName" .) .Values.auth.existingSecret }}
+{{- end }}
+
+{{/*
+Whether the chart's Secret carries a jwt-secret: one was given, or none of the
+other ways to verify tokens was, in which case the chart generates one.
+*/}}
+{{- define "chat.managesJwtSecret" -}}
+{{- if and (not .Values.auth.existingSecret) (or .Values.auth.jwtSecret (not .Values.auth.jwtPublicKey)) }}true{{ end }}
+{{- end }}
+
+{{/*
+The HS256 secret written into the chart's Secret: the given one; else the one
+already in the cluster (so upgrades keep the tokens valid); else a new random one.
+*/}}
+{{- define "chat.jwtSecret" -}}
+{{- if .Values.auth.jwtSecret }}
+{{- .Values.auth.jwtSecret }}
+{{- else }}
+{{- $existing := lookup "v1" "Secret" .Release.Namespace (include "chat.secretName" .) }}
+{{- if and $existing $existing.data (hasKey $existing.data "jwt-secret") }}
+{{- index $existing.data "jwt-secret" | b64dec }}
+{{- else }}
+{{- randAlphaNum 48 }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Name of the in-chart Redis (its StatefulSet and Service). */}}
+{{- define "chat.redisName" -}}
+{{- printf "%s-redis" (include "chat.fullname" .) }}
+{{- end }}
+
+{{/* Whether CHAT_REDIS_URL comes from a Secret (external Redis) rather than the ConfigMap. */}}
+{{- define "chat.redisUrlFromSecret" -}}
+{{- if not .Values.redis.enabled }}true{{ end }}
+{{- end }}
+
+{{/* The Secret and key that hold CHAT_REDIS_URL for an external Redis. */}}
+{{- define "chat.redisSecretName" -}}
+{{- default (include "chat.secretName" .) .Values.externalRedis.existingSecret }}
+{{- end }}
+{{- define "chat.redisSecretKey" -}}
+{{- if .Values.externalRedis.existingSecret }}{{ .Values.externalRedis.existingSecretKey }}{{ else }}redis-url{{ end }}
+{{- end }}
+
+{{/* Whether the chart renders its own Secret at all. */}}
+{{- define "chat.createSecret" -}}
+{{- if or (include "chat.managesJwtSecret" .) (and (not .Values.auth.existingSecret) .Values.auth.apiKeys) (and (not .Values.redis.enabled) (not .Values.externalRedis.existingSecret)) }}true{{ end }}
+{{- end }}
+
+{{/* Stops the render on settings that cannot work, with a message that says why. */}}
+{{- define "chat.validate" -}}
+{{- if and (not .Values.redis.enabled) (not .Values.externalRedis.url) (not .Values.externalRedis.existingSecret) }}
+{{- fail "redis.enabled is false: set externalRedis.url or externalRedis.existingSecret" }}
+{{- end }}
+{{- if and .Values.redis.enabled (or .Values.externalRedis.url .Values.externalRedis.existingSecret) }}
+{{- fail "both redis.enabled and externalRedis are set: choose one" }}
+{{- end }}
+{{- end }}
+
+{{/*
+Environment shared by both servers, besides the ConfigMap: the secrets.
+*/}}
+{{- define "chat.secretEnv" -}}
+- name: CHAT_JWT_SECRET
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "chat.authSecretName" . }}
+      key: jwt-secret
+      optional: true
+- name: CHAT_API_KEYS
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "chat.authSecretName" . }}
+      key: api-keys
+      optional: true
+{{- if include "chat.redisUrlFromSecret" . }}
+- name: CHAT_REDIS_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "chat.redisSecretName" . }}
+      key: {{ include "chat.redisSecretKey" . }}
+{{- end }}
+{{- end }}

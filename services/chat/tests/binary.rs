@@ -1,0 +1,112 @@
+//! The `chat` binary as a newcomer runs it: no settings needed, everything on one port.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use chat_protocol::ServerFrame;
+use chat_testkit::{WsClient, free_port};
+
+const BIN: &str = env!("CARGO_BIN_EXE_chat");
+
+#[test]
+fn a_bad_setting_stops_it_with_exit_64_naming_the_setting() {
+    for (key, value) in [
+        ("CHAT_MAX_MESSAGE_BYTES", "0"),
+        ("CHAT_LOG_FORMAT", "xml"),
+        ("CHAT_REDIS_PREFIX", "has space"),
+        ("CHAT_JWT_SECRET", "short"),
+    ] {
+        let out = Command::new(BIN)
+            .env_clear()
+            .env(key, value)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(64), "{key}: {out:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+        assert!(stderr.contains(key), "{stderr} names {key}");
+    }
+}
+
+#[tokio::test]
+async fn runs_with_no_settings_and_serves_everything_on_one_port() {
+    let port = free_port();
+    let mut child = tokio::process::Command::new(BIN)
+        .env_clear()
+        .env("CHAT_ADDR", format!("127.0.0.1:{port}"))
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let mut up = false;
+    for _ in 0..100 {
+        if client
+            .get(format!("{base}/readyz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+        {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(up);
+    let page = client
+        .get(format!("{base}/"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("<html"));
+    let token: serde_json::Value = client
+        .post(format!("{base}/v1/auth/dev-token"))
+        .json(&serde_json::json!({"user": "newbie"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = token["token"].as_str().unwrap().to_owned();
+
+    let mut ws = WsClient::open(&format!("ws://127.0.0.1:{port}/ws"), false).await;
+    ws.send(&chat_protocol::ClientFrame::Connect {
+        token: Some(token.clone()),
+        user: None,
+        since: None,
+    })
+    .await;
+    assert!(matches!(ws.recv().await, ServerFrame::Connected { ref user, .. } if user == "newbie"));
+    ws.join("general").await;
+    let r = client
+        .post(format!("{base}/v1/rooms/general/messages"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"text": "first!"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    match ws.recv().await {
+        ServerFrame::Message(m) => {
+            assert_eq!((m.from.as_str(), m.text.as_str()), ("newbie", "first!"))
+        }
+        other => panic!("{other:?}"),
+    }
+    // History over HTTP, with the same token.
+    let h: serde_json::Value = client
+        .get(format!("{base}/v1/rooms/general/messages?since=0"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(h["messages"][0]["text"], "first!");
+    child.kill().await.unwrap();
+}
