@@ -26,4 +26,4 @@ COPY --from=web /src/web/dist /usr/share/nginx/html
 EXPOSE 80
 # The nginx image has busybox wget; /nginx-health is answered by nginx itself.
 HEALTHCHECK --interval=10s --timeout=3s --retries=3 \
-    CMD wget -q -O /dev/null http://127.0.0.1/nginx-health || exit 1
+    CMD ["wget", "-q", "-O", "/dev/null", "http://127.0.0.1/nginx-health"]

@@ -28,5 +28,8 @@ fn the_readme_configuration_table_matches_the_code() {
     let mut read = env_names(chat::Config::command());
     read.extend(env_names(chat_gateway::Config::command()));
     read.extend(env_names(chat_realtime::Config::command()));
-    assert_eq!(documented, read, "README table vs. settings the binaries read");
+    assert_eq!(
+        documented, read,
+        "README table vs. settings the binaries read"
+    );
 }

@@ -6,11 +6,13 @@
 //!
 //! - `m<seq> <epoch> <body>`: a stored message; `body` is MessagePack of [`Stored`].
 //! - `t<user>`: a typing notice.
+//! - `pj<user>` / `pl<user>`: a user's first connection joined / last one left.
 //! - control: `j<user> <room>` (join) and `l<user> <room>` (leave).
 //!
 //! User ids, room names and epochs never contain a space, so the framing is unambiguous.
 
 use chat_protocol::Message;
+pub use chat_protocol::frames::PresenceEvent;
 use serde::{Deserialize, Serialize};
 
 /// Receives what the bus delivers. The hub implements it; calls must not block.
@@ -19,6 +21,8 @@ pub trait BusHandler: Send + Sync + 'static {
     fn on_message(&self, message: Message);
     /// A typing notice on a subscribed channel.
     fn on_typing(&self, channel: &str, user: &str);
+    /// A user came online in a room (first connection) or went offline (last one).
+    fn on_presence(&self, channel: &str, user: &str, event: PresenceEvent);
     /// A control command for every replica.
     fn on_control(&self, control: Control);
     /// The bus was down and is back: messages may have been missed in between.
@@ -95,6 +99,14 @@ impl Stored {
 pub enum Event {
     Message(Message),
     Typing(String),
+    Presence(String, PresenceEvent),
+}
+
+pub fn encode_presence(user: &str, event: PresenceEvent) -> String {
+    match event {
+        PresenceEvent::Join => format!("pj{user}"),
+        PresenceEvent::Leave => format!("pl{user}"),
+    }
 }
 
 /// Decodes `m<seq> <epoch> <body>` or `t<user>`; `None` for anything else (logged by
@@ -114,6 +126,15 @@ pub fn decode_event(channel: &str, payload: &[u8]) -> Option<Event> {
         b't' => Some(Event::Typing(
             std::str::from_utf8(&payload[1..]).ok()?.to_owned(),
         )),
+        b'p' => {
+            let event = match *payload.get(1)? {
+                b'j' => PresenceEvent::Join,
+                b'l' => PresenceEvent::Leave,
+                _ => return None,
+            };
+            let user = std::str::from_utf8(&payload[2..]).ok()?;
+            (!user.is_empty()).then(|| Event::Presence(user.to_owned(), event))
+        }
         _ => None,
     }
 }
@@ -162,6 +183,11 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(decode_event("general", b"m42").is_none());
+        assert!(matches!(
+            decode_event("r", encode_presence("bo", PresenceEvent::Leave).as_bytes()),
+            Some(Event::Presence(u, PresenceEvent::Leave)) if u == "bo"
+        ));
+        assert!(decode_event("r", b"px").is_none());
         assert!(decode_event("general", b"mx E \x80").is_none());
     }
 }

@@ -18,6 +18,11 @@ pub struct EngineConfig {
     /// Seconds history is kept after a channel's last message.
     #[arg(long, env = "CHAT_HISTORY_TTL_SECS", default_value_t = 86_400, value_parser = clap::value_parser!(u64).range(1..))]
     pub history_ttl_secs: u64,
+
+    /// Seconds a presence entry lives without a refresh: a replica that dies stops
+    /// counting its users after this long. Replicas refresh at a third of it.
+    #[arg(long, env = "CHAT_PRESENCE_TTL_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(3..=3600))]
+    pub presence_ttl_secs: u64,
 }
 
 impl Default for EngineConfig {
@@ -27,6 +32,7 @@ impl Default for EngineConfig {
             redis_prefix: "chat".into(),
             history_size: 1000,
             history_ttl_secs: 86_400,
+            presence_ttl_secs: 30,
         }
     }
 }

@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use chat_protocol::{ErrorCode, Message, ProtocolError};
 
-pub use bus::{BusHandler, Control};
+pub use bus::{BusHandler, Control, PresenceEvent};
 pub use config::EngineConfig;
 
 /// What a publisher asks to store and deliver on one channel.
@@ -33,6 +33,14 @@ pub struct Publication {
     /// The receiver of a direct message.
     pub to: Option<String>,
     pub cid: Option<String>,
+}
+
+/// One live connection in one room: what a replica keeps alive in presence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresenceEntry {
+    pub room: String,
+    pub user: String,
+    pub conn: String,
 }
 
 /// A channel's epoch and the seq of its newest message (0 when it has none).
@@ -160,6 +168,49 @@ impl Engine {
     /// Broadcasts a control command to every realtime replica.
     pub async fn publish_control(&self, control: &Control) -> Result<()> {
         dispatch!(self, e => e.publish_control(control).await)
+    }
+
+    /// Records a connection in a room's presence; true when it is the user's first
+    /// live connection there (so a `presence` join is due).
+    pub async fn presence_join(&self, entry: &PresenceEntry) -> Result<bool> {
+        dispatch!(self, e => e.presence_join(entry).await)
+    }
+
+    /// Removes a connection from a room's presence; true when it was the user's last.
+    pub async fn presence_leave(&self, entry: &PresenceEntry) -> Result<bool> {
+        dispatch!(self, e => e.presence_leave(entry).await)
+    }
+
+    /// Keeps this replica's entries alive; an entry not refreshed within
+    /// `CHAT_PRESENCE_TTL_SECS` stops counting.
+    pub async fn presence_refresh(&self, entries: &[PresenceEntry]) -> Result<()> {
+        dispatch!(self, e => e.presence_refresh(entries).await)
+    }
+
+    /// Removes users whose entries all expired (their replica died); returns them so
+    /// their `presence` leave can be announced.
+    pub async fn presence_sweep(&self, room: &str) -> Result<Vec<String>> {
+        dispatch!(self, e => e.presence_sweep(room).await)
+    }
+
+    /// The users online in a room, sorted.
+    pub async fn presence(&self, room: &str) -> Result<Vec<String>> {
+        dispatch!(self, e => e.presence(room).await)
+    }
+
+    /// Broadcasts a presence change to the room's subscribers; never stored.
+    pub async fn publish_presence(
+        &self,
+        room: &str,
+        user: &str,
+        event: PresenceEvent,
+    ) -> Result<()> {
+        dispatch!(self, e => e.publish_presence(room, user, event).await)
+    }
+
+    /// How often a replica should refresh its presence entries.
+    pub fn presence_refresh_every(&self) -> std::time::Duration {
+        dispatch!(self, e => e.presence_ttl / 3)
     }
 
     /// Connects the bus to its one consumer (a realtime hub). Call once.

@@ -11,7 +11,10 @@ use std::time::{Duration, Instant};
 use chat_protocol::{Message, now_ms};
 use parking_lot::{Mutex, RwLock};
 
-use crate::{BusHandler, Control, EngineConfig, Head, History, Publication, Range, Result};
+use crate::{
+    BusHandler, Control, EngineConfig, Head, History, PresenceEntry, PresenceEvent, Publication,
+    Range, Result,
+};
 
 struct ChannelLog {
     epoch: String,
@@ -24,6 +27,9 @@ pub struct MemoryEngine {
     channels: Mutex<HashMap<String, ChannelLog>>,
     subscribed: RwLock<HashSet<String>>,
     handler: RwLock<Option<Weak<dyn BusHandler>>>,
+    /// room → user → connections. One process: nothing can die without us.
+    presence: Mutex<HashMap<String, HashMap<String, HashSet<String>>>>,
+    pub(crate) presence_ttl: Duration,
     history_size: usize,
     ttl: Duration,
 }
@@ -34,6 +40,8 @@ impl MemoryEngine {
             channels: Mutex::new(HashMap::new()),
             subscribed: RwLock::new(HashSet::new()),
             handler: RwLock::new(None),
+            presence: Mutex::new(HashMap::new()),
+            presence_ttl: Duration::from_secs(config.presence_ttl_secs),
             history_size: config.history_size as usize,
             ttl: Duration::from_secs(config.history_ttl_secs),
         }
@@ -164,6 +172,68 @@ impl MemoryEngine {
     pub async fn publish_control(&self, control: &Control) -> Result<()> {
         if let Some(h) = self.handler() {
             h.on_control(control.clone());
+        }
+        Ok(())
+    }
+
+    pub async fn presence_join(&self, e: &PresenceEntry) -> Result<bool> {
+        let mut p = self.presence.lock();
+        let conns = p
+            .entry(e.room.clone())
+            .or_default()
+            .entry(e.user.clone())
+            .or_default();
+        let first = conns.is_empty();
+        conns.insert(e.conn.clone());
+        Ok(first)
+    }
+
+    pub async fn presence_leave(&self, e: &PresenceEntry) -> Result<bool> {
+        let mut p = self.presence.lock();
+        let Some(users) = p.get_mut(&e.room) else {
+            return Ok(false);
+        };
+        let Some(conns) = users.get_mut(&e.user) else {
+            return Ok(false);
+        };
+        let removed = conns.remove(&e.conn);
+        let last = removed && conns.is_empty();
+        if conns.is_empty() {
+            users.remove(&e.user);
+        }
+        if users.is_empty() {
+            p.remove(&e.room);
+        }
+        Ok(last)
+    }
+
+    pub async fn presence_refresh(&self, _entries: &[PresenceEntry]) -> Result<()> {
+        Ok(())
+    }
+
+    pub async fn presence_sweep(&self, _room: &str) -> Result<Vec<String>> {
+        Ok(Vec::new())
+    }
+
+    pub async fn presence(&self, room: &str) -> Result<Vec<String>> {
+        let mut users: Vec<String> = self
+            .presence
+            .lock()
+            .get(room)
+            .map(|u| u.keys().cloned().collect())
+            .unwrap_or_default();
+        users.sort();
+        Ok(users)
+    }
+
+    pub async fn publish_presence(
+        &self,
+        room: &str,
+        user: &str,
+        event: PresenceEvent,
+    ) -> Result<()> {
+        if let Some(h) = self.handler_of(room) {
+            h.on_presence(room, user, event);
         }
         Ok(())
     }

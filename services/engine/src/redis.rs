@@ -10,6 +10,12 @@
 //! meta hash means the channel's history is gone: the script makes a new epoch and
 //! drops any Stream left behind, so an old `(epoch, seq)` can never match new messages.
 //!
+//! Presence of room `R`: `{prefix}:pres:{R}` is a sorted set of users scored by when
+//! their entry expires, `{prefix}:presu:{R}:<user>` a sorted set of that user's
+//! connections scored the same way. Replicas refresh their own connections; a replica
+//! that dies simply stops refreshing, and its users stop counting when the scores pass.
+//! Scripts read the clock with TIME, so replicas' clocks do not matter.
+//!
 //! Subscriptions ride one RESP3 connection. redis-rs reconnects it; a watchdog pings it,
 //! re-issues every SUBSCRIBE after an outage and tells the hub, which then fetches what
 //! was published while the bus was down.
@@ -26,7 +32,8 @@ use redis::{Client, IntoConnectionInfo, ProtocolVersion, PushKind, Script, Value
 
 use crate::bus::{self, Event, Stored};
 use crate::{
-    BusHandler, Control, EngineConfig, EngineError, Head, History, Publication, Range, Result,
+    BusHandler, Control, EngineConfig, EngineError, Head, History, PresenceEntry, PresenceEvent,
+    Publication, Range, Result,
 };
 
 /// Upper bound on any one engine call: past it the caller answers `unavailable`.
@@ -72,6 +79,73 @@ return {seq, epoch, entries}
 /// An XRANGE entry: its id (`seq-0`) and its fields (`["m", body]`).
 type StreamEntry = (String, Vec<Vec<u8>>);
 
+/// KEYS: room set, user set. ARGV: user, conn, ttl ms. Returns 1 for the user's first
+/// live connection in the room.
+const PRESENCE_JOIN: &str = r#"
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+local exp = now + tonumber(ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+local before = redis.call('ZCARD', KEYS[2])
+redis.call('ZADD', KEYS[2], exp, ARGV[2])
+redis.call('ZADD', KEYS[1], 'GT', exp, ARGV[1])
+redis.call('PEXPIRE', KEYS[2], 2 * tonumber(ARGV[3]))
+redis.call('PEXPIRE', KEYS[1], 2 * tonumber(ARGV[3]))
+if before == 0 then return 1 else return 0 end
+"#;
+
+/// KEYS: room set, user set. ARGV: user, conn. Returns 1 when that was the user's last
+/// live connection in the room.
+const PRESENCE_LEAVE: &str = r#"
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+local removed = redis.call('ZREM', KEYS[2], ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+if redis.call('ZCARD', KEYS[2]) == 0 then
+  return redis.call('ZREM', KEYS[1], ARGV[1])
+end
+return 0
+"#;
+
+/// Like a join, but only for a connection still present: a refresh racing a leave must
+/// not bring the entry back.
+const PRESENCE_REFRESH: &str = r#"
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+local exp = now + tonumber(ARGV[3])
+if redis.call('ZSCORE', KEYS[2], ARGV[2]) then
+  redis.call('ZADD', KEYS[2], exp, ARGV[2])
+  redis.call('ZADD', KEYS[1], 'GT', exp, ARGV[1])
+  redis.call('PEXPIRE', KEYS[2], 2 * tonumber(ARGV[3]))
+  redis.call('PEXPIRE', KEYS[1], 2 * tonumber(ARGV[3]))
+  return 1
+end
+return 0
+"#;
+
+/// KEYS: room set. ARGV: prefix of the user sets. Removes users with no live connection
+/// left and returns them.
+const PRESENCE_SWEEP: &str = r#"
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+local gone = {}
+for _, user in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)) do
+  local uk = ARGV[1] .. user
+  redis.call('ZREMRANGEBYSCORE', uk, '-inf', now)
+  if redis.call('ZCARD', uk) == 0 then
+    redis.call('ZREM', KEYS[1], user)
+    table.insert(gone, user)
+  end
+end
+return gone
+"#;
+
+const PRESENCE_LIST: &str = r#"
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+return redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. now, '+inf')
+"#;
+
 pub struct RedisEngine {
     client3: Client,
     cmd: ConnectionManager,
@@ -84,6 +158,12 @@ pub struct RedisEngine {
     ttl: u64,
     publish: Script,
     read: Script,
+    presence_join: Script,
+    presence_leave: Script,
+    presence_refresh: Script,
+    presence_sweep: Script,
+    presence_list: Script,
+    pub(crate) presence_ttl: Duration,
 }
 
 fn unavailable(e: redis::RedisError) -> EngineError {
@@ -135,6 +215,12 @@ impl RedisEngine {
             ttl: config.history_ttl_secs,
             publish: Script::new(PUBLISH),
             read: Script::new(READ),
+            presence_join: Script::new(PRESENCE_JOIN),
+            presence_leave: Script::new(PRESENCE_LEAVE),
+            presence_refresh: Script::new(PRESENCE_REFRESH),
+            presence_sweep: Script::new(PRESENCE_SWEEP),
+            presence_list: Script::new(PRESENCE_LIST),
+            presence_ttl: Duration::from_secs(config.presence_ttl_secs),
         })
     }
 
@@ -144,6 +230,109 @@ impl RedisEngine {
 
     fn hist_key(&self, channel: &str) -> String {
         format!("{}:hist:{{{channel}}}", self.prefix)
+    }
+
+    fn presence_key(&self, room: &str) -> String {
+        format!("{}:pres:{{{room}}}", self.prefix)
+    }
+
+    /// The user sets share the room's hash tag, so a room's presence is one slot.
+    fn presence_user_prefix(&self, room: &str) -> String {
+        format!("{}:presu:{{{room}}}:", self.prefix)
+    }
+
+    fn presence_ttl_ms(&self) -> u64 {
+        self.presence_ttl.as_millis() as u64
+    }
+
+    pub async fn presence_join(&self, e: &PresenceEntry) -> Result<bool> {
+        let mut con = self.cmd.clone();
+        let first: i64 = timed(
+            self.presence_join
+                .key(self.presence_key(&e.room))
+                .key(format!("{}{}", self.presence_user_prefix(&e.room), e.user))
+                .arg(&e.user)
+                .arg(&e.conn)
+                .arg(self.presence_ttl_ms())
+                .invoke_async(&mut con),
+        )
+        .await?;
+        Ok(first == 1)
+    }
+
+    pub async fn presence_leave(&self, e: &PresenceEntry) -> Result<bool> {
+        let mut con = self.cmd.clone();
+        let last: i64 = timed(
+            self.presence_leave
+                .key(self.presence_key(&e.room))
+                .key(format!("{}{}", self.presence_user_prefix(&e.room), e.user))
+                .arg(&e.user)
+                .arg(&e.conn)
+                .invoke_async(&mut con),
+        )
+        .await?;
+        Ok(last == 1)
+    }
+
+    pub async fn presence_refresh(&self, entries: &[PresenceEntry]) -> Result<()> {
+        for chunk in entries.chunks(500) {
+            let mut pipe = redis::pipe();
+            // EVALSHA needs the script loaded; after a Redis restart it is not.
+            pipe.load_script(&self.presence_refresh).ignore();
+            for e in chunk {
+                pipe.invoke_script(
+                    self.presence_refresh
+                        .key(self.presence_key(&e.room))
+                        .key(format!("{}{}", self.presence_user_prefix(&e.room), e.user))
+                        .arg(&e.user)
+                        .arg(&e.conn)
+                        .arg(self.presence_ttl_ms()),
+                )
+                .ignore();
+            }
+            let mut con = self.cmd.clone();
+            timed(pipe.query_async::<()>(&mut con)).await?;
+        }
+        Ok(())
+    }
+
+    pub async fn presence_sweep(&self, room: &str) -> Result<Vec<String>> {
+        let mut con = self.cmd.clone();
+        timed(
+            self.presence_sweep
+                .key(self.presence_key(room))
+                .arg(self.presence_user_prefix(room))
+                .invoke_async(&mut con),
+        )
+        .await
+    }
+
+    pub async fn presence(&self, room: &str) -> Result<Vec<String>> {
+        let mut con = self.cmd.clone();
+        let mut users: Vec<String> = timed(
+            self.presence_list
+                .key(self.presence_key(room))
+                .invoke_async(&mut con),
+        )
+        .await?;
+        users.sort();
+        Ok(users)
+    }
+
+    pub async fn publish_presence(
+        &self,
+        room: &str,
+        user: &str,
+        event: PresenceEvent,
+    ) -> Result<()> {
+        let mut con = self.cmd.clone();
+        timed(
+            redis::cmd("PUBLISH")
+                .arg(self.bus_channel(room))
+                .arg(bus::encode_presence(user, event))
+                .query_async::<()>(&mut con),
+        )
+        .await
     }
 
     fn bus_channel(&self, channel: &str) -> String {
@@ -358,6 +547,9 @@ async fn listen(
                     match bus::decode_event(channel, payload) {
                         Some(Event::Message(m)) => handler.on_message(m),
                         Some(Event::Typing(user)) => handler.on_typing(channel, &user),
+                        Some(Event::Presence(user, event)) => {
+                            handler.on_presence(channel, &user, event)
+                        }
                         None => tracing::warn!(channel, "undecodable bus payload"),
                     }
                 } else if name == control {

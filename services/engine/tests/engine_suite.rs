@@ -4,7 +4,10 @@
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use chat_engine::{BusHandler, Control, Engine, EngineConfig, EngineError, Publication, Range};
+use chat_engine::{
+    BusHandler, Control, Engine, EngineConfig, EngineError, PresenceEntry, PresenceEvent,
+    Publication, Range,
+};
 use chat_protocol::Message;
 use chat_testkit::RedisServer;
 use parking_lot::Mutex;
@@ -14,6 +17,7 @@ struct Recorder {
     messages: Mutex<Vec<Message>>,
     typing: Mutex<Vec<(String, String)>>,
     controls: Mutex<Vec<Control>>,
+    presence: Mutex<Vec<(String, String, PresenceEvent)>>,
     restored: Mutex<u32>,
 }
 
@@ -23,6 +27,11 @@ impl BusHandler for Recorder {
     }
     fn on_typing(&self, channel: &str, user: &str) {
         self.typing.lock().push((channel.into(), user.into()));
+    }
+    fn on_presence(&self, channel: &str, user: &str, event: PresenceEvent) {
+        self.presence
+            .lock()
+            .push((channel.into(), user.into(), event));
     }
     fn on_control(&self, c: Control) {
         self.controls.lock().push(c);
@@ -316,4 +325,130 @@ async fn a_bad_redis_url_is_a_configuration_error() {
         Engine::from_config(&cfg),
         Err(EngineError::Config(_))
     ));
+}
+
+fn entry(room: &str, user: &str, conn: &str) -> PresenceEntry {
+    PresenceEntry {
+        room: room.into(),
+        user: user.into(),
+        conn: conn.into(),
+    }
+}
+
+#[tokio::test]
+async fn presence_counts_users_not_tabs() {
+    both(10, |engine| async move {
+        assert!(
+            engine
+                .presence_join(&entry("r", "alice", "c1"))
+                .await
+                .unwrap(),
+            "first tab"
+        );
+        assert!(
+            !engine
+                .presence_join(&entry("r", "alice", "c2"))
+                .await
+                .unwrap(),
+            "second tab"
+        );
+        assert!(
+            engine
+                .presence_join(&entry("r", "bob", "b1"))
+                .await
+                .unwrap()
+        );
+        assert!(
+            engine
+                .presence_join(&entry("other", "alice", "c1"))
+                .await
+                .unwrap(),
+            "per room"
+        );
+        assert_eq!(engine.presence("r").await.unwrap(), vec!["alice", "bob"]);
+        assert!(
+            !engine
+                .presence_leave(&entry("r", "alice", "c1"))
+                .await
+                .unwrap(),
+            "a tab is left"
+        );
+        assert!(
+            engine
+                .presence_leave(&entry("r", "alice", "c2"))
+                .await
+                .unwrap(),
+            "last tab"
+        );
+        assert!(
+            !engine
+                .presence_leave(&entry("r", "alice", "c2"))
+                .await
+                .unwrap(),
+            "only once"
+        );
+        assert_eq!(engine.presence("r").await.unwrap(), vec!["bob"]);
+        assert_eq!(engine.presence("other").await.unwrap(), vec!["alice"]);
+        assert!(engine.presence("empty").await.unwrap().is_empty());
+
+        let rec = Arc::new(Recorder::default());
+        engine
+            .start_bus(Arc::downgrade(&(rec.clone() as Arc<dyn BusHandler>)))
+            .await
+            .unwrap();
+        engine.subscribe("r").await.unwrap();
+        engine
+            .publish_presence("r", "bob", PresenceEvent::Leave)
+            .await
+            .unwrap();
+        wait_for(|| !rec.presence.lock().is_empty()).await;
+        assert_eq!(
+            rec.presence.lock()[0],
+            ("r".to_string(), "bob".to_string(), PresenceEvent::Leave)
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn presence_of_a_dead_replica_expires_and_is_swept_once() {
+    let redis = RedisServer::start();
+    let cfg = EngineConfig {
+        redis_url: Some(redis.url()),
+        presence_ttl_secs: 3,
+        ..config(10)
+    };
+    let engine = Engine::from_config(&cfg).unwrap();
+    engine
+        .presence_join(&entry("r", "alive", "a1"))
+        .await
+        .unwrap();
+    engine
+        .presence_join(&entry("r", "dead", "d1"))
+        .await
+        .unwrap();
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        // Only the live replica refreshes; "dead"'s replica was killed.
+        engine
+            .presence_refresh(&[entry("r", "alive", "a1")])
+            .await
+            .unwrap();
+    }
+    assert_eq!(engine.presence("r").await.unwrap(), vec!["alive"]);
+    assert_eq!(engine.presence_sweep("r").await.unwrap(), vec!["dead"]);
+    assert!(
+        engine.presence_sweep("r").await.unwrap().is_empty(),
+        "announced once"
+    );
+    // A refresh racing a leave does not bring the entry back.
+    engine
+        .presence_leave(&entry("r", "alive", "a1"))
+        .await
+        .unwrap();
+    engine
+        .presence_refresh(&[entry("r", "alive", "a1")])
+        .await
+        .unwrap();
+    assert!(engine.presence("r").await.unwrap().is_empty());
 }

@@ -13,7 +13,7 @@ use chat_auth::Principal;
 use chat_engine::{Control, Publication, Range};
 use chat_protocol::http::{
     ChatSendEvent, ChatSendRequest, DevTokenRequest, DevTokenResponse, ErrorBody, HistoryQuery,
-    HistoryResponse, MemberRequest, PublishRequest, PublishResponse,
+    HistoryResponse, MemberRequest, PresenceResponse, PublishRequest, PublishResponse,
 };
 use chat_protocol::names::{validate_room, validate_user};
 use chat_protocol::{Channel, ErrorCode, Message, ProtocolError, codec};
@@ -31,6 +31,7 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/chat/send", post(chat_send))
         .route("/v1/rooms/{room}/messages", post(publish_room).get(history))
         .route("/v1/users/{user}/messages", post(publish_direct))
+        .route("/v1/rooms/{room}/presence", get(presence))
         .route("/v1/rooms/{room}/members", post(add_member))
         .route("/v1/rooms/{room}/members/{user}", delete(remove_member))
         .route("/v1/auth/dev-token", post(dev_token))
@@ -328,6 +329,28 @@ async fn history(
     ))
 }
 
+/// Who is online in a room: users with at least one live connection in it.
+#[utoipa::path(get, path = "/v1/rooms/{room}/presence",
+    params(("room" = String, Path, description = "room name")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = PresenceResponse),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 503, body = ErrorBody),
+    ))]
+async fn presence(
+    State(gw): State<Arc<Gateway>>,
+    Path(room): Path<String>,
+    headers: HeaderMap,
+    accept: Accept,
+) -> Result<Response> {
+    let channel = Channel::room(&room)?;
+    let principal = principal(&gw, &headers)?;
+    check_access(&principal, &channel)?;
+    let users = gw.engine.presence(&room).await?;
+    Ok(accept.reply(StatusCode::OK, &PresenceResponse { room, users }))
+}
+
 /// Server-side join: every live connection of the user joins the room (API key).
 #[utoipa::path(post, path = "/v1/rooms/{room}/members", request_body = MemberRequest,
     params(("room" = String, Path, description = "room name")),
@@ -395,7 +418,16 @@ async fn dev_token(
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Chat API", description = "HTTP API of chat protocol v1 (PROTOCOL.md §4)."),
-    paths(chat_send, publish_room, publish_direct, history, add_member, remove_member, dev_token),
+    paths(
+        chat_send,
+        publish_room,
+        publish_direct,
+        history,
+        presence,
+        add_member,
+        remove_member,
+        dev_token
+    ),
     modifiers(&BearerAuth)
 )]
 pub struct ApiDoc;

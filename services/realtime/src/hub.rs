@@ -8,8 +8,9 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use chat_engine::{BusHandler, Control, Engine, Head, Range};
+use chat_engine::{BusHandler, Control, Engine, Head, PresenceEntry, PresenceEvent, Range};
 use chat_protocol::{Encoding, Message, ProtocolError, ServerFrame, Since};
 use chat_telemetry::Metrics;
 use parking_lot::{Mutex, RwLock};
@@ -65,6 +66,11 @@ struct Member {
 #[derive(Default)]
 struct Members {
     by_conn: HashMap<String, Member>,
+    /// The newest `(epoch, seq)` fanned out: a later seq that skips one reveals a gap
+    /// in the bus (a dropped pub/sub connection), repaired from history.
+    last: Option<(String, u64)>,
+    /// While a gap is repaired, live messages wait here.
+    repairing: Option<Vec<Message>>,
 }
 
 pub struct Hub {
@@ -77,7 +83,12 @@ pub struct Hub {
     /// exactly while it has local members.
     subscriptions: tokio::sync::Mutex<()>,
     history_limit: usize,
+    /// When each (user, room) last had a typing notice forwarded.
+    typing: Mutex<HashMap<(String, String), Instant>>,
 }
+
+/// At most one typing notice per user per room per this long is forwarded.
+const TYPING_EVERY: Duration = Duration::from_secs(1);
 
 /// What a join found: the channel's head, and whether `since` was honoured.
 pub struct Joined {
@@ -96,6 +107,7 @@ impl Hub {
             users: Mutex::new(HashMap::new()),
             subscriptions: tokio::sync::Mutex::new(()),
             history_limit,
+            typing: Mutex::new(HashMap::new()),
         })
     }
 
@@ -180,7 +192,108 @@ impl Hub {
         }
         self.go_live(conn, channel, &joined.head);
         self.metrics.joins.inc();
+        self.presence_changed(conn, channel, PresenceEvent::Join)
+            .await;
         Ok(())
+    }
+
+    /// Records a room join or leave in presence and announces the user's first join /
+    /// last leave. Presence is best effort: a failure is logged, never fatal.
+    async fn presence_changed(&self, conn: &Conn, channel: &str, event: PresenceEvent) {
+        if channel.starts_with('@') {
+            return;
+        }
+        let entry = PresenceEntry {
+            room: channel.to_owned(),
+            user: conn.user.clone(),
+            conn: conn.id.clone(),
+        };
+        let changed = match event {
+            PresenceEvent::Join => self.engine.presence_join(&entry).await,
+            PresenceEvent::Leave => self.engine.presence_leave(&entry).await,
+        };
+        let result = match changed {
+            Ok(true) => {
+                self.engine
+                    .publish_presence(channel, &conn.user, event)
+                    .await
+            }
+            Ok(false) => Ok(()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = result {
+            tracing::warn!(channel, error = %e, "presence update failed");
+        }
+    }
+
+    /// Every (room, user, connection) of this replica, for the presence refresh.
+    pub fn presence_entries(&self) -> Vec<PresenceEntry> {
+        let channels: Vec<(String, Arc<Mutex<Members>>)> = self
+            .channels
+            .read()
+            .iter()
+            .filter(|(c, _)| !c.starts_with('@'))
+            .map(|(c, m)| (c.clone(), m.clone()))
+            .collect();
+        let mut entries = Vec::new();
+        for (room, members) in channels {
+            for member in members.lock().by_conn.values() {
+                entries.push(PresenceEntry {
+                    room: room.clone(),
+                    user: member.conn.user.clone(),
+                    conn: member.conn.id.clone(),
+                });
+            }
+        }
+        entries
+    }
+
+    /// Rooms with local members.
+    pub fn rooms(&self) -> Vec<String> {
+        self.channels
+            .read()
+            .keys()
+            .filter(|c| !c.starts_with('@'))
+            .cloned()
+            .collect()
+    }
+
+    /// Keeps this replica's presence alive, and announces users whose replica died.
+    pub async fn refresh_presence(&self) {
+        if let Err(e) = self.engine.presence_refresh(&self.presence_entries()).await {
+            tracing::warn!(error = %e, "presence refresh failed");
+            return;
+        }
+        for room in self.rooms() {
+            match self.engine.presence_sweep(&room).await {
+                Ok(gone) => {
+                    for user in gone {
+                        let _ = self
+                            .engine
+                            .publish_presence(&room, &user, PresenceEvent::Leave)
+                            .await;
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "presence sweep failed"),
+            }
+        }
+    }
+
+    /// Whether a typing notice of `user` in `room` may be forwarded now.
+    pub fn typing_allowed(&self, user: &str, room: &str) -> bool {
+        let now = Instant::now();
+        let mut typing = self.typing.lock();
+        if typing.len() > 10_000 {
+            typing.retain(|_, at| now.duration_since(*at) < TYPING_EVERY);
+        }
+        let key = (user.to_owned(), room.to_owned());
+        match typing.get(&key) {
+            Some(at) if now.duration_since(*at) < TYPING_EVERY => false,
+            _ => {
+                typing.insert(key, now);
+                true
+            }
+        }
     }
 
     async fn add_buffering_member(
@@ -262,8 +375,11 @@ impl Hub {
                 tracing::warn!(channel, error = %e, "unsubscribe failed");
             }
         }
+        drop(_one_at_a_time);
         if was_member {
             self.metrics.leaves.inc();
+            self.presence_changed(conn, channel, PresenceEvent::Leave)
+                .await;
         }
         was_member
     }
@@ -296,6 +412,66 @@ impl Hub {
     }
 }
 
+impl Hub {
+    /// Fans one message out to the channel's members, unless it was delivered already.
+    fn deliver(&self, m: &mut Members, msg: &Message) {
+        if let Some((epoch, last)) = &m.last
+            && *epoch == msg.epoch
+            && msg.seq <= *last
+        {
+            return;
+        }
+        m.last = Some((msg.epoch.clone(), msg.seq));
+        let mut prepared = Prepared::new(msg);
+        let mut delivered = 0;
+        for member in m.by_conn.values_mut() {
+            match &mut member.state {
+                State::Buffering(buffer) => buffer.push(msg.clone()),
+                State::Live { epoch, after } => {
+                    if msg.seq > *after || msg.epoch != *epoch {
+                        let conn = &member.conn;
+                        if conn.queue.push(prepared.get(conn.encoding)).is_ok() {
+                            delivered += 1;
+                        }
+                    }
+                }
+            }
+        }
+        self.metrics.deliveries.inc_by(delivered);
+    }
+
+    /// Fetches what the bus skipped after `from` and delivers it, then what arrived
+    /// meanwhile, in seq order.
+    fn repair(&self, channel: String, from: u64) {
+        let Some(hub) = self.me.upgrade() else { return };
+        tracing::info!(channel, from, "gap on the bus: repairing from history");
+        tokio::spawn(async move {
+            let range = Range::After {
+                seq: from,
+                limit: hub.history_limit,
+            };
+            let mut missed = Vec::new();
+            for attempt in 0..6 {
+                match hub.engine.history(&channel, range).await {
+                    Ok(h) => {
+                        missed = h.messages;
+                        break;
+                    }
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100 << attempt)).await,
+                }
+            }
+            let Some(members) = hub.channels.read().get(&channel).cloned() else {
+                return;
+            };
+            let mut m = members.lock();
+            let waiting = m.repairing.take().unwrap_or_default();
+            for msg in missed.iter().chain(waiting.iter()) {
+                hub.deliver(&mut m, msg);
+            }
+        });
+    }
+}
+
 /// `since` can be honoured when it names this epoch, is not ahead of the head, and
 /// history still holds every message after it.
 fn recoverable(since: &Since, head: &Head, messages: &[Message]) -> bool {
@@ -314,22 +490,23 @@ impl BusHandler for Hub {
         let Some(members) = self.channels.read().get(&msg.room).cloned() else {
             return;
         };
-        let mut prepared = Prepared::new(&msg);
-        let mut delivered = 0;
-        for member in members.lock().by_conn.values_mut() {
-            match &mut member.state {
-                State::Buffering(buffer) => buffer.push(msg.clone()),
-                State::Live { epoch, after } => {
-                    if msg.seq > *after || msg.epoch != *epoch {
-                        let conn = &member.conn;
-                        if conn.queue.push(prepared.get(conn.encoding)).is_ok() {
-                            delivered += 1;
-                        }
-                    }
-                }
-            }
+        let mut m = members.lock();
+        if let Some(waiting) = &mut m.repairing {
+            waiting.push(msg);
+            return;
         }
-        self.metrics.deliveries.inc_by(delivered);
+        if let Some((epoch, last)) = &m.last
+            && *epoch == msg.epoch
+            && msg.seq > last + 1
+        {
+            let from = *last;
+            let channel = msg.room.clone();
+            m.repairing = Some(vec![msg]);
+            drop(m);
+            self.repair(channel, from);
+            return;
+        }
+        self.deliver(&mut m, &msg);
     }
 
     fn on_typing(&self, channel: &str, user: &str) {
@@ -374,7 +551,47 @@ impl BusHandler for Hub {
         });
     }
 
+    fn on_presence(&self, channel: &str, user: &str, event: PresenceEvent) {
+        let frame = ServerFrame::Presence {
+            room: channel.to_owned(),
+            user: user.to_owned(),
+            event,
+        };
+        self.broadcast(channel, &frame, None);
+    }
+
+    /// Messages published while the bus was down never reached us: compare each
+    /// channel's head with what we delivered and repair the difference.
     fn on_bus_restored(&self) {
-        tracing::info!("bus restored");
+        let Some(hub) = self.me.upgrade() else { return };
+        let known: Vec<(String, String, u64)> = self
+            .channels
+            .read()
+            .iter()
+            .filter_map(|(c, m)| m.lock().last.clone().map(|(e, s)| (c.clone(), e, s)))
+            .collect();
+        tokio::spawn(async move {
+            for (channel, epoch, seq) in known {
+                let Ok(head) = hub.engine.head(&channel).await else {
+                    continue;
+                };
+                if head.epoch != epoch || head.seq <= seq {
+                    continue;
+                }
+                let Some(members) = hub.channels.read().get(&channel).cloned() else {
+                    continue;
+                };
+                let mut m = members.lock();
+                if m.repairing.is_none()
+                    && let Some((e, last)) = m.last.clone()
+                    && e == epoch
+                    && last < head.seq
+                {
+                    m.repairing = Some(Vec::new());
+                    drop(m);
+                    hub.repair(channel, last);
+                }
+            }
+        });
     }
 }

@@ -101,6 +101,10 @@ impl Realtime {
         let hub = Hub::new(engine.clone(), metrics.clone(), history_size as usize);
         let handler: Arc<dyn BusHandler> = hub.clone();
         engine.start_bus(Arc::downgrade(&handler)).await?;
+        tokio::spawn(refresh_presence(
+            Arc::downgrade(&hub),
+            engine.presence_refresh_every(),
+        ));
         let max_message_bytes = limits.max_message_bytes as usize;
         Ok(Arc::new(Realtime {
             hub,
@@ -143,6 +147,17 @@ impl Realtime {
 
     pub async fn ready(&self) -> bool {
         !self.is_draining() && self.hub.engine().ready().await
+    }
+}
+
+/// Keeps this replica's presence entries alive while the hub lives.
+async fn refresh_presence(hub: std::sync::Weak<Hub>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(hub) = hub.upgrade() else { return };
+        hub.refresh_presence().await;
     }
 }
 

