@@ -217,8 +217,9 @@ def render(values_name, outdir):
 
 
 def values_documented():
-    """Every value of values.yaml has a comment right above it. A commented key documents its
-    whole subtree (e.g. `resources:`); an uncommented map must document each of its children."""
+    """Every value of values.yaml has a `# --` comment right above it (the helm-docs convention).
+    Such a comment on a map documents its whole subtree (e.g. `resources:`); a map without one
+    (a section) must document each of its children."""
     with open(os.path.join(CHART, "values.yaml")) as f:
         lines = f.read().splitlines()
     key = re.compile(r"^(\s*)([A-Za-z0-9_.-]+):(.*)$")
@@ -235,7 +236,11 @@ def values_documented():
             skip_deeper_than = None
         nxt = next((l for l in lines[i + 1:] if l.strip() and not l.lstrip().startswith("#")), "")
         has_children = not m.group(3).strip() and indent_of(nxt) > indent
-        documented = i > 0 and lines[i - 1].strip().startswith("#")
+        block, j = [], i - 1
+        while j >= 0 and lines[j].strip().startswith("#"):
+            block.append(lines[j].strip())
+            j -= 1
+        documented = any(c.startswith("# --") for c in block)
         if documented:
             count += 1
             if has_children:

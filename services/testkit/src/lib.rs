@@ -264,6 +264,16 @@ impl WsClient {
         }
     }
 
+    /// Skips frames, notices included, until `pred` matches one.
+    pub async fn recv_until_any(&mut self, mut pred: impl FnMut(&ServerFrame) -> bool) -> ServerFrame {
+        loop {
+            let f = self.recv_any().await;
+            if pred(&f) {
+                return f;
+            }
+        }
+    }
+
     /// Asserts no message, ack or error arrives for `wait` (notices are skipped).
     pub async fn expect_silence(&mut self, wait: Duration) {
         let deadline = tokio::time::Instant::now() + wait;
