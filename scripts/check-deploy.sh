@@ -23,16 +23,10 @@
 set -uo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 2
-ROOT=$PWD
 START=$SECONDS
 
 WORK=$(mktemp -d)
-NGINX_PID=""
-cleanup() {
-    if [[ -n $NGINX_PID ]]; then kill "$NGINX_PID" 2>/dev/null; fi
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
+trap 'rm -rf "$WORK"' EXIT
 # nginx workers run as `nobody` and must read the rehearsal's files.
 chmod 755 "$WORK"
 
@@ -638,14 +632,12 @@ if command -v kustomize >/dev/null; then
 elif kubectl kustomize --help >/dev/null 2>&1; then
     KUSTOMIZE=(kubectl kustomize)
 fi
-kustomize_build() { "${KUSTOMIZE[@]}" "$1"; }
+kustomize_build() { "${KUSTOMIZE[@]}" "$1" >"$2"; }
 
 K8S_SOURCES=(chart-default chart-production)
 if ((${#KUSTOMIZE[@]})); then
     for overlay in base overlays/kind; do
-        out="$WORK/k8s-${overlay##*/}.yaml"
-        check "kustomize build k8s/$overlay" kustomize_build "k8s/$overlay"
-        kustomize_build "k8s/$overlay" >"$out" 2>/dev/null
+        check "kustomize build k8s/$overlay" kustomize_build "k8s/$overlay" "$WORK/k8s-${overlay##*/}.yaml"
         K8S_SOURCES+=("k8s-${overlay##*/}")
     done
     check "k8s/overlays/kind policy" helper policy k8s-kind "$WORK/k8s-kind.yaml"
@@ -733,6 +725,6 @@ for script in scripts/*.sh; do
     check "bash -n + shellcheck $script" lint_script "$script"
 done
 
-echo "took $((SECONDS - START)) s in $ROOT"
-echo "deploy checks: $passed passed, $failed failed"
+echo "took $((SECONDS - START)) s"
+echo "deploy: $passed passed, $failed failed"
 ((failed == 0))

@@ -5,7 +5,7 @@
 # Services, and prints the URLs. Ctrl-C stops the port-forwards; the cluster
 # stays (`kind delete cluster --name chat` removes it).
 #
-# Needs docker (with a running engine), kind, kubectl and helm.
+# Needs docker (with a running engine), kind, kubectl, helm and curl.
 # Settings (environment): KIND_CLUSTER (chat), NAMESPACE (chat), RELEASE (chat),
 # TAG (dev), GATEWAY_PORT (8080), REALTIME_PORT (8081).
 set -euo pipefail
@@ -19,7 +19,7 @@ realtime_port=${REALTIME_PORT:-8081}
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-for tool in docker kind kubectl helm; do
+for tool in docker kind kubectl helm curl; do
     if ! command -v "$tool" >/dev/null; then
         echo "kind-up: $tool is not installed" >&2
         exit 1

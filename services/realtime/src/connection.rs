@@ -428,6 +428,10 @@ impl Session {
                         "join the room before typing in it",
                     ));
                 }
+                // Typing is a hint: extra notices within a second are dropped quietly.
+                if !hub.typing_allowed(&conn.user, &room) {
+                    return Ok(());
+                }
                 hub.engine()
                     .publish_typing(&room, &conn.user)
                     .await

@@ -74,9 +74,18 @@ async fn recording_client(
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
-        c.send(&ClientFrame::Connect { token: None, user: Some(user.clone()), since: None }).await;
+        c.send(&ClientFrame::Connect {
+            token: None,
+            user: Some(user.clone()),
+            since: None,
+        })
+        .await;
         for room in &rooms {
-            c.send(&ClientFrame::Join { room: room.clone(), since: since.get(room).cloned() }).await;
+            c.send(&ClientFrame::Join {
+                room: room.clone(),
+                since: since.get(room).cloned(),
+            })
+            .await;
         }
         loop {
             if stop.load(Ordering::Relaxed) {
@@ -85,10 +94,22 @@ async fn recording_client(
             match c.try_recv(Duration::from_millis(200)).await {
                 None => continue,
                 Some(Err(_)) => break,
-                Some(Ok(ServerFrame::Joined { recovered: Some(r), .. })) => seen.lock().recoveries.push(r),
+                Some(Ok(ServerFrame::Joined {
+                    recovered: Some(r), ..
+                })) => seen.lock().recoveries.push(r),
                 Some(Ok(ServerFrame::Message(m))) => {
-                    since.insert(m.room.clone(), Since { epoch: m.epoch.clone(), seq: m.seq });
-                    seen.lock().messages.entry(m.room).or_default().push((m.epoch, m.seq));
+                    since.insert(
+                        m.room.clone(),
+                        Since {
+                            epoch: m.epoch.clone(),
+                            seq: m.seq,
+                        },
+                    );
+                    seen.lock()
+                        .messages
+                        .entry(m.room)
+                        .or_default()
+                        .push((m.epoch, m.seq));
                 }
                 Some(Ok(ServerFrame::Error { message, .. })) => panic!("{user}: error {message}"),
                 Some(Ok(_)) => {}
@@ -100,7 +121,9 @@ async fn recording_client(
 }
 
 fn rooms_of(client: usize) -> Vec<String> {
-    (0..5).map(|k| format!("room-{}", (client * 5 + k * 7) % 50)).collect()
+    (0..5)
+        .map(|k| format!("room-{}", (client * 5 + k * 7) % 50))
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -142,7 +165,13 @@ async fn a_replica_killed_mid_stream_loses_no_message_for_anyone() {
         }
         let room = format!("room-{}", n % 50);
         let m = engine
-            .publish(Publication { channel: room.clone(), from: "pub".into(), text: n.to_string(), to: None, cid: None })
+            .publish(Publication {
+                channel: room.clone(),
+                from: "pub".into(),
+                text: n.to_string(),
+                to: None,
+                cid: None,
+            })
             .await
             .unwrap();
         published.insert(room, m.seq);
@@ -150,10 +179,15 @@ async fn a_replica_killed_mid_stream_loses_no_message_for_anyone() {
 
     // Wait until every client has every message of its rooms (or give up and report).
     let complete = |seen: &Seen, rooms: &[String]| {
-        rooms.iter().all(|r| seen.messages.get(r).map_or(0, |v| v.len() as u64) >= published[r])
+        rooms
+            .iter()
+            .all(|r| seen.messages.get(r).map_or(0, |v| v.len() as u64) >= published[r])
     };
     for _ in 0..200 {
-        if clients.iter().all(|(i, seen, _)| complete(&seen.lock(), &rooms_of(*i))) {
+        if clients
+            .iter()
+            .all(|(i, seen, _)| complete(&seen.lock(), &rooms_of(*i)))
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -164,14 +198,27 @@ async fn a_replica_killed_mid_stream_loses_no_message_for_anyone() {
         task.await.unwrap();
         let seen = seen.lock();
         for room in rooms_of(i) {
-            let got: Vec<u64> = seen.messages.get(&room).map(|v| v.iter().map(|(_, s)| *s).collect()).unwrap_or_default();
+            let got: Vec<u64> = seen
+                .messages
+                .get(&room)
+                .map(|v| v.iter().map(|(_, s)| *s).collect())
+                .unwrap_or_default();
             let want: Vec<u64> = (1..=published[&room]).collect();
-            assert_eq!(got, want, "client {i} in {room}: every message, once, in order");
+            assert_eq!(
+                got, want,
+                "client {i} in {room}: every message, once, in order"
+            );
         }
-        assert!(seen.recoveries.iter().all(|r| *r), "client {i}: a recovery failed");
+        assert!(
+            seen.recoveries.iter().all(|r| *r),
+            "client {i}: a recovery failed"
+        );
         reconnected += usize::from(seen.reconnects > 0);
     }
-    assert!(reconnected >= 10, "the killed replica's clients reconnected ({reconnected})");
+    assert!(
+        reconnected >= 10,
+        "the killed replica's clients reconnected ({reconnected})"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -179,21 +226,36 @@ async fn after_redis_loses_everything_nobody_is_told_recovery_succeeded() {
     let mut redis = RedisServer::start();
     let mut a = start_replica(&redis.url(), &[]).await;
     let b = start_replica(&redis.url(), &[]).await;
-    let engine = Engine::from_config(&EngineConfig { redis_url: Some(redis.url()), ..EngineConfig::default() }).unwrap();
+    let engine = Engine::from_config(&EngineConfig {
+        redis_url: Some(redis.url()),
+        ..EngineConfig::default()
+    })
+    .unwrap();
 
-    let (mut stays, _) = WsClient::connect_as(&format!("ws://127.0.0.1:{}/ws", b.port), "stays", false).await;
+    let (mut stays, _) =
+        WsClient::connect_as(&format!("ws://127.0.0.1:{}/ws", b.port), "stays", false).await;
     stays.join("R").await;
-    let (mut moves, _) = WsClient::connect_as(&format!("ws://127.0.0.1:{}/ws", a.port), "moves", true).await;
+    let (mut moves, _) =
+        WsClient::connect_as(&format!("ws://127.0.0.1:{}/ws", a.port), "moves", true).await;
     moves.join("R").await;
     let publish = |text: &str| {
-        engine.publish(Publication { channel: "R".into(), from: "p".into(), text: text.into(), to: None, cid: None })
+        engine.publish(Publication {
+            channel: "R".into(),
+            from: "p".into(),
+            text: text.into(),
+            to: None,
+            cid: None,
+        })
     };
     let old = publish("old-1").await.unwrap();
     publish("old-2").await.unwrap();
     let mut last_seen = None;
     for _ in 0..2 {
         if let ServerFrame::Message(m) = moves.recv().await {
-            last_seen = Some(Since { epoch: m.epoch, seq: m.seq });
+            last_seen = Some(Since {
+                epoch: m.epoch,
+                seq: m.seq,
+            });
         }
     }
     for _ in 0..2 {
@@ -206,7 +268,11 @@ async fn after_redis_loses_everything_nobody_is_told_recovery_succeeded() {
     redis.start_again();
     let mut ready = false;
     for _ in 0..100 {
-        if engine.ready().await && reqwest::get(format!("http://127.0.0.1:{}/readyz", b.port)).await.is_ok_and(|r| r.status() == 200) {
+        if engine.ready().await
+            && reqwest::get(format!("http://127.0.0.1:{}/readyz", b.port))
+                .await
+                .is_ok_and(|r| r.status() == 200)
+        {
             ready = true;
             break;
         }
@@ -218,11 +284,25 @@ async fn after_redis_loses_everything_nobody_is_told_recovery_succeeded() {
     assert_eq!(new.seq, 1);
 
     let mut back = WsClient::open(&format!("ws://127.0.0.1:{}/ws", b.port), true).await;
-    back.send(&ClientFrame::Connect { token: None, user: Some("moves".into()), since: None }).await;
+    back.send(&ClientFrame::Connect {
+        token: None,
+        user: Some("moves".into()),
+        since: None,
+    })
+    .await;
     back.recv().await;
-    back.send(&ClientFrame::Join { room: "R".into(), since: last_seen }).await;
+    back.send(&ClientFrame::Join {
+        room: "R".into(),
+        since: last_seen,
+    })
+    .await;
     match back.recv().await {
-        ServerFrame::Joined { recovered, missed, epoch, .. } => {
+        ServerFrame::Joined {
+            recovered,
+            missed,
+            epoch,
+            ..
+        } => {
             assert_eq!(recovered, Some(false), "the old epoch cannot be recovered");
             assert_eq!(missed, 0, "nothing is presented as recovered");
             assert_eq!(epoch, new.epoch);
@@ -230,7 +310,9 @@ async fn after_redis_loses_everything_nobody_is_told_recovery_succeeded() {
         other => panic!("{other:?}"),
     }
     // The client that stayed sees the epoch change on the next message: it can tell.
-    let m = stays.recv_until(|f| matches!(f, ServerFrame::Message(_))).await;
+    let m = stays
+        .recv_until(|f| matches!(f, ServerFrame::Message(_)))
+        .await;
     match m {
         ServerFrame::Message(m) => assert_eq!((m.epoch.as_str(), m.seq), (new.epoch.as_str(), 1)),
         _ => unreachable!(),
@@ -243,24 +325,48 @@ async fn a_killed_replicas_users_leave_presence_within_the_ttl() {
     let ttl = [("CHAT_PRESENCE_TTL_SECS", "3")];
     let a = start_replica(&redis.url(), &ttl).await;
     let mut b = start_replica(&redis.url(), &ttl).await;
-    let engine = Engine::from_config(&EngineConfig { redis_url: Some(redis.url()), ..EngineConfig::default() }).unwrap();
+    let engine = Engine::from_config(&EngineConfig {
+        redis_url: Some(redis.url()),
+        ..EngineConfig::default()
+    })
+    .unwrap();
 
-    let (mut watcher, _) = WsClient::connect_as(&format!("ws://127.0.0.1:{}/ws", a.port), "watcher", false).await;
+    let (mut watcher, _) =
+        WsClient::connect_as(&format!("ws://127.0.0.1:{}/ws", a.port), "watcher", false).await;
     watcher.join("lobby").await;
-    let (mut doomed, _) = WsClient::connect_as(&format!("ws://127.0.0.1:{}/ws", b.port), "doomed", true).await;
+    let (mut doomed, _) =
+        WsClient::connect_as(&format!("ws://127.0.0.1:{}/ws", b.port), "doomed", true).await;
     doomed.join("lobby").await;
     let joined = watcher
         .recv_until_any(|f| matches!(f, ServerFrame::Presence { user, .. } if user == "doomed"))
         .await;
-    assert!(matches!(joined, ServerFrame::Presence { event: chat_protocol::frames::PresenceEvent::Join, .. }));
-    assert_eq!(engine.presence("lobby").await.unwrap(), vec!["doomed", "watcher"]);
+    assert!(matches!(
+        joined,
+        ServerFrame::Presence {
+            event: chat_protocol::frames::PresenceEvent::Join,
+            ..
+        }
+    ));
+    assert_eq!(
+        engine.presence("lobby").await.unwrap(),
+        vec!["doomed", "watcher"]
+    );
 
     b.child.start_kill().unwrap();
     let started = std::time::Instant::now();
     let left = watcher
         .recv_until_any(|f| matches!(f, ServerFrame::Presence { user, .. } if user == "doomed"))
         .await;
-    assert!(matches!(left, ServerFrame::Presence { event: chat_protocol::frames::PresenceEvent::Leave, .. }));
-    assert!(started.elapsed() < Duration::from_secs(10), "announced within the TTL and a sweep");
+    assert!(matches!(
+        left,
+        ServerFrame::Presence {
+            event: chat_protocol::frames::PresenceEvent::Leave,
+            ..
+        }
+    ));
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "announced within the TTL and a sweep"
+    );
     assert_eq!(engine.presence("lobby").await.unwrap(), vec!["watcher"]);
 }

@@ -265,7 +265,10 @@ impl WsClient {
     }
 
     /// Skips frames, notices included, until `pred` matches one.
-    pub async fn recv_until_any(&mut self, mut pred: impl FnMut(&ServerFrame) -> bool) -> ServerFrame {
+    pub async fn recv_until_any(
+        &mut self,
+        mut pred: impl FnMut(&ServerFrame) -> bool,
+    ) -> ServerFrame {
         loop {
             let f = self.recv_any().await;
             if pred(&f) {

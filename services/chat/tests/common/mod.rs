@@ -33,8 +33,22 @@ pub fn limits() -> LimitsConfig {
 pub fn engine_config(redis_url: Option<String>) -> EngineConfig {
     EngineConfig {
         redis_url,
+        history_size: history_size(),
         ..EngineConfig::default()
     }
+}
+
+thread_local! {
+    static HISTORY_SIZE: std::cell::Cell<u64> = const { std::cell::Cell::new(1000) };
+}
+
+/// History size of the servers this test starts next (tests run on their own threads).
+pub fn set_history_size(n: u64) {
+    HISTORY_SIZE.with(|h| h.set(n));
+}
+
+fn history_size() -> u64 {
+    HISTORY_SIZE.with(|h| h.get())
 }
 
 async fn bind() -> TcpListener {
@@ -44,9 +58,15 @@ async fn bind() -> TcpListener {
 pub async fn spawn_realtime(redis_url: &str) -> (SocketAddr, Arc<Realtime>) {
     let engine = Engine::from_config(&engine_config(Some(redis_url.into()))).unwrap();
     let auth = Arc::new(Auth::from_config(&auth_config(true), false).unwrap());
-    let rt = Realtime::start(engine, auth, &limits(), 1000, Arc::new(Metrics::new()))
-        .await
-        .unwrap();
+    let rt = Realtime::start(
+        engine,
+        auth,
+        &limits(),
+        history_size(),
+        Arc::new(Metrics::new()),
+    )
+    .await
+    .unwrap();
     let listener = bind().await;
     let addr = listener.local_addr().unwrap();
     tokio::spawn(chat_realtime::run(

@@ -1,0 +1,476 @@
+//! Chat semantics over real sockets, on the split deployment (real Redis) and on the
+//! all-in-one `chat`: recovery at the seam, recovery limits, the personal channel,
+//! presence, typing and history paging.
+
+mod common;
+
+use std::time::Duration;
+
+use chat_protocol::frames::PresenceEvent;
+use chat_protocol::{ClientFrame, ServerFrame, Since};
+use chat_testkit::{RedisServer, WsClient};
+use common::{API_KEY, Topology, http};
+use serde_json::{Value, json};
+
+async fn publish(t: &Topology, room: &str, text: &str) -> Value {
+    let r = http()
+        .post(t.http_url(0, &format!("/v1/rooms/{room}/messages")))
+        .bearer_auth(API_KEY)
+        .json(&json!({"text": text, "from": "publisher"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    r.json().await.unwrap()
+}
+
+async fn token(t: &Topology, user: &str) -> String {
+    let v: Value = http()
+        .post(t.http_url(0, "/v1/auth/dev-token"))
+        .json(&json!({"user": user}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    v["token"].as_str().unwrap().to_owned()
+}
+
+/// A client rejoins with `since` while messages keep flowing: it ends with every
+/// message exactly once, in order — no gap, no duplicate at the seam.
+async fn recovery_seam_under_load(t: &Topology) {
+    let (mut c, _) = WsClient::connect_as(&t.ws_url(0), "seam", true).await;
+    c.join("S").await;
+    let urls: Vec<String> = (0..2)
+        .map(|i| t.http_url(i, "/v1/rooms/S/messages"))
+        .collect();
+    let publisher = tokio::spawn(async move {
+        let client = http();
+        for i in 0..300 {
+            let r = client
+                .post(&urls[i % 2])
+                .bearer_auth(API_KEY)
+                .json(&json!({"text": i.to_string(), "from": "pub"}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 201);
+        }
+    });
+    let mut seqs = Vec::new();
+    let mut since = None;
+    while seqs.len() < 40 {
+        if let ServerFrame::Message(m) = c.recv().await {
+            seqs.push(m.seq);
+            since = Some(Since {
+                epoch: m.epoch,
+                seq: m.seq,
+            });
+        }
+    }
+    c.close().await;
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let (mut c, _) = WsClient::connect_as(&t.ws_url(1), "seam", false).await;
+    c.send(&ClientFrame::Join {
+        room: "S".into(),
+        since,
+    })
+    .await;
+    match c.recv().await {
+        ServerFrame::Joined { recovered, .. } => assert_eq!(recovered, Some(true)),
+        other => panic!("{other:?}"),
+    }
+    publisher.await.unwrap();
+    while seqs.len() < 300 {
+        if let ServerFrame::Message(m) = c.recv().await {
+            seqs.push(m.seq);
+        }
+    }
+    assert_eq!(seqs, (1..=300).collect::<Vec<_>>());
+    c.expect_silence(Duration::from_millis(200)).await;
+}
+
+/// Recovery works up to the history size and reports `recovered: false` past it.
+async fn recovery_limits(t: &Topology) {
+    let (mut c, _) = WsClient::connect_as(&t.ws_url(0), "limits", false).await;
+    c.join("L").await;
+    publish(t, "L", "seen").await;
+    let ServerFrame::Message(seen) = c.recv().await else {
+        panic!()
+    };
+    let since = Since {
+        epoch: seen.epoch.clone(),
+        seq: seen.seq,
+    };
+    for i in 0..10 {
+        publish(t, "L", &format!("m{i}")).await;
+    }
+    let (mut back, _) = WsClient::connect_as(&t.ws_url(1), "limits", true).await;
+    back.send(&ClientFrame::Join {
+        room: "L".into(),
+        since: Some(since.clone()),
+    })
+    .await;
+    assert_eq!(
+        back.recv().await,
+        ServerFrame::Joined {
+            room: "L".into(),
+            epoch: seen.epoch.clone(),
+            seq: 11,
+            missed: 10,
+            recovered: Some(true)
+        }
+    );
+    for i in 0..10 {
+        let ServerFrame::Message(m) = back.recv().await else {
+            panic!()
+        };
+        assert_eq!((m.seq, m.text), (i + 2, format!("m{i}")));
+    }
+    // One more message pushes seq 2 out of a 10-message history: the gap is too old.
+    publish(t, "L", "overflow").await;
+    let (mut late, _) = WsClient::connect_as(&t.ws_url(0), "limits", false).await;
+    late.send(&ClientFrame::Join {
+        room: "L".into(),
+        since: Some(since.clone()),
+    })
+    .await;
+    match late.recv().await {
+        ServerFrame::Joined {
+            recovered,
+            missed,
+            seq,
+            ..
+        } => assert_eq!((recovered, missed, seq), (Some(false), 0, 12)),
+        other => panic!("{other:?}"),
+    }
+    // A wrong epoch or a seq from the future is never "recovered".
+    for bogus in [
+        Since {
+            epoch: "other".into(),
+            seq: 1,
+        },
+        Since {
+            epoch: seen.epoch.clone(),
+            seq: 99,
+        },
+    ] {
+        late.send(&ClientFrame::Join {
+            room: "L".into(),
+            since: Some(bogus),
+        })
+        .await;
+        assert!(matches!(
+            late.recv().await,
+            ServerFrame::Joined {
+                recovered: Some(false),
+                missed: 0,
+                ..
+            }
+        ));
+    }
+    // Nothing was queued after a failed recovery: the next frame is the next live one.
+    publish(t, "L", "live").await;
+    let ServerFrame::Message(m) = late.recv().await else {
+        panic!()
+    };
+    assert_eq!((m.seq, m.text.as_str()), (13, "live"));
+}
+
+/// Direct messages missed while offline come back through `connect … since`.
+async fn personal_channel_recovers_at_connect(t: &Topology) {
+    let (kim, connected) = WsClient::connect_as(&t.ws_url(0), "kim", false).await;
+    let ServerFrame::Connected { epoch, seq, .. } = connected else {
+        panic!()
+    };
+    kim.close().await;
+    for i in 0..3 {
+        let r = http()
+            .post(t.http_url(1, "/v1/users/kim/messages"))
+            .bearer_auth(API_KEY)
+            .json(&json!({"text": format!("dm{i}"), "from": "lee"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+    }
+    let mut kim = WsClient::open(&t.ws_url(1), true).await;
+    kim.send(&ClientFrame::Connect {
+        token: None,
+        user: Some("kim".into()),
+        since: Some(Since { epoch, seq }),
+    })
+    .await;
+    match kim.recv().await {
+        ServerFrame::Connected {
+            missed,
+            recovered,
+            seq,
+            ..
+        } => {
+            assert_eq!((missed, recovered, seq), (Some(3), Some(true), 3));
+        }
+        other => panic!("{other:?}"),
+    }
+    for i in 0..3 {
+        let ServerFrame::Message(m) = kim.recv().await else {
+            panic!()
+        };
+        assert_eq!((m.room.as_str(), m.text), ("@kim", format!("dm{i}")));
+    }
+}
+
+async fn presence_of(t: &Topology, room: &str) -> Vec<String> {
+    let v: Value = http()
+        .get(t.http_url(1, &format!("/v1/rooms/{room}/presence")))
+        .bearer_auth(API_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    serde_json::from_value(v["users"].clone()).unwrap()
+}
+
+async fn next_presence(c: &mut WsClient) -> (String, PresenceEvent) {
+    match c
+        .recv_until_any(|f| matches!(f, ServerFrame::Presence { .. }))
+        .await
+    {
+        ServerFrame::Presence { user, event, .. } => (user, event),
+        _ => unreachable!(),
+    }
+}
+
+/// Presence counts users, not tabs: one `join` for the first tab, one `leave` for the
+/// last, on every replica.
+async fn presence_counts_users_not_tabs(t: &Topology) {
+    let (mut obs, _) = WsClient::connect_as(&t.ws_url(0), "obs", false).await;
+    obs.join("P").await;
+    assert_eq!(
+        next_presence(&mut obs).await,
+        ("obs".into(), PresenceEvent::Join)
+    );
+    let (mut tab1, _) = WsClient::connect_as(&t.ws_url(1), "mia", true).await;
+    tab1.join("P").await;
+    assert_eq!(
+        next_presence(&mut obs).await,
+        ("mia".into(), PresenceEvent::Join)
+    );
+    let (mut tab2, _) = WsClient::connect_as(&t.ws_url(0), "mia", false).await;
+    tab2.join("P").await;
+    assert_eq!(presence_of(t, "P").await, vec!["mia", "obs"]);
+    tab1.send(&ClientFrame::Leave { room: "P".into() }).await;
+    assert_eq!(tab1.recv().await, ServerFrame::Left { room: "P".into() });
+    assert_eq!(
+        presence_of(t, "P").await,
+        vec!["mia", "obs"],
+        "a tab left, mia is still here"
+    );
+    tab2.close().await; // the last tab goes away by disconnecting
+    assert_eq!(
+        next_presence(&mut obs).await,
+        ("mia".into(), PresenceEvent::Leave),
+        "no event for the first tab"
+    );
+    for _ in 0..50 {
+        if presence_of(t, "P").await == vec!["obs"] {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("presence still lists mia");
+}
+
+/// Typing reaches the others, not the typist, at most once a second, and is not stored.
+async fn typing_is_forwarded_sparingly_and_never_stored(t: &Topology) {
+    let (mut typist, _) = WsClient::connect_as(&t.ws_url(0), "tia", false).await;
+    let (mut other, _) = WsClient::connect_as(&t.ws_url(1), "ola", true).await;
+    typist.join("T").await;
+    other.join("T").await;
+    for _ in 0..5 {
+        typist.send(&ClientFrame::Typing { room: "T".into() }).await;
+    }
+    let f = other
+        .recv_until_any(|f| matches!(f, ServerFrame::Typing { .. }))
+        .await;
+    assert_eq!(
+        f,
+        ServerFrame::Typing {
+            room: "T".into(),
+            user: "tia".into()
+        }
+    );
+    // The other four were within the second: dropped.
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(500);
+    while let Some(Ok(f)) = other.try_recv(deadline - tokio::time::Instant::now()).await {
+        assert!(
+            !matches!(f, ServerFrame::Typing { .. }),
+            "only one typing notice per second: {f:?}"
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    typist.send(&ClientFrame::Typing { room: "T".into() }).await;
+    other
+        .recv_until_any(|f| matches!(f, ServerFrame::Typing { .. }))
+        .await;
+    typist.send(&ClientFrame::Ping).await;
+    loop {
+        match typist.recv_any().await {
+            ServerFrame::Pong => break,
+            ServerFrame::Typing { .. } => panic!("the typist does not hear themselves"),
+            _ => {}
+        }
+    }
+    let h: Value = http()
+        .get(t.http_url(0, "/v1/rooms/T/messages"))
+        .bearer_auth(API_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        h["messages"].as_array().unwrap().len(),
+        0,
+        "typing is not stored"
+    );
+    // Typing in a room one has not joined is refused.
+    typist
+        .send(&ClientFrame::Typing {
+            room: "elsewhere".into(),
+        })
+        .await;
+    assert!(matches!(typist.recv().await, ServerFrame::Error { .. }));
+}
+
+async fn get_history(t: &Topology, room: &str, query: &str, auth: &str) -> (u16, Value) {
+    let r = http()
+        .get(t.http_url(1, &format!("/v1/rooms/{room}/messages?{query}")))
+        .bearer_auth(auth)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+/// History pages return every stored message exactly once, forward and backward, for
+/// rooms and for the caller's own channel; other people's channels are forbidden.
+async fn history_paging(t: &Topology) {
+    for i in 1..=57 {
+        publish(t, "H", &format!("h{i}")).await;
+    }
+    let seqs = |v: &Value| -> Vec<u64> {
+        v["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["seq"].as_u64().unwrap())
+            .collect()
+    };
+    let mut forward = Vec::new();
+    let mut since = 0;
+    loop {
+        let (status, page) = get_history(t, "H", &format!("since={since}&limit=10"), API_KEY).await;
+        assert_eq!((status, page["seq"].as_u64()), (200, Some(57)));
+        let s = seqs(&page);
+        let Some(last) = s.last() else { break };
+        since = *last;
+        forward.extend(s);
+    }
+    assert_eq!(forward, (1..=57).collect::<Vec<_>>());
+    let mut backward = Vec::new();
+    let (_, mut page) = get_history(t, "H", "limit=10", API_KEY).await;
+    loop {
+        let s = seqs(&page);
+        let Some(last) = s.last() else { break };
+        backward.extend(s.iter().copied());
+        page = get_history(t, "H", &format!("before={last}&limit=10"), API_KEY)
+            .await
+            .1;
+    }
+    assert_eq!(backward, (1..=57).rev().collect::<Vec<_>>());
+
+    let nia = token(t, "nia").await;
+    http()
+        .post(t.http_url(0, "/v1/users/nia/messages"))
+        .bearer_auth(&nia)
+        .json(&json!({"text": "note to self"}))
+        .send()
+        .await
+        .unwrap();
+    let (status, own) = get_history(t, "@nia", "since=0", &nia).await;
+    assert_eq!(
+        (status, own["messages"][0]["text"].as_str()),
+        (200, Some("note to self"))
+    );
+    let (status, err) = get_history(t, "@someone", "since=0", &nia).await;
+    assert_eq!(
+        (status, err["error"]["code"].as_str()),
+        (403, Some("forbidden"))
+    );
+    for bad in ["since=1&before=5", "limit=0", "limit=5000", "since=abc"] {
+        let (status, err) = get_history(t, "H", bad, &nia).await;
+        assert_eq!(
+            (status, err["error"]["code"].as_str()),
+            (400, Some("bad_request")),
+            "{bad}"
+        );
+    }
+}
+
+macro_rules! on_both {
+    ($($name:ident),* $(,)?) => {
+        mod split {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let redis = chat_testkit::RedisServer::start();
+                    super::common::set_history_size(10);
+                    super::$name(&super::Topology::split(&redis.url()).await).await;
+                }
+            )*
+        }
+        mod all_in_one {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::common::set_history_size(10);
+                    super::$name(&super::Topology::all_in_one().await).await;
+                }
+            )*
+        }
+    };
+}
+
+on_both!(
+    recovery_limits,
+    personal_channel_recovers_at_connect,
+    presence_counts_users_not_tabs,
+    typing_is_forwarded_sparingly_and_never_stored,
+);
+
+#[tokio::test]
+async fn split_recovery_seam_under_load() {
+    let redis = RedisServer::start();
+    recovery_seam_under_load(&Topology::split(&redis.url()).await).await;
+}
+
+#[tokio::test]
+async fn all_in_one_recovery_seam_under_load() {
+    recovery_seam_under_load(&Topology::all_in_one().await).await;
+}
+
+#[tokio::test]
+async fn split_history_paging() {
+    let redis = RedisServer::start();
+    history_paging(&Topology::split(&redis.url()).await).await;
+}
+
+#[tokio::test]
+async fn all_in_one_history_paging() {
+    history_paging(&Topology::all_in_one().await).await;
+}
