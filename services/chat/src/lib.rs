@@ -2,12 +2,12 @@
 //! realtime `/ws`, and the web client at `/`. The memory engine by default, so it runs
 //! with no Redis; Redis when `CHAT_REDIS_URL` is set.
 
+pub mod web;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::response::Html;
-use axum::routing::get;
 use chat_auth::{Auth, AuthConfig, LimitsConfig};
 use chat_engine::{Engine, EngineConfig};
 use chat_gateway::Gateway;
@@ -88,7 +88,7 @@ impl Chat {
     pub fn router(&self) -> Router {
         chat_gateway::router(self.gateway.clone())
             .merge(chat_realtime::router(self.realtime.clone()))
-            .route("/", get(|| async { Html(INDEX) }))
+            .merge(web::router())
     }
 
     pub fn ops(&self) -> Router {
@@ -103,6 +103,14 @@ pub async fn run(
     chat: Chat,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let engine = chat.gateway.engine.clone();
+    chat_telemetry::spawn_engine_probe(
+        chat.gateway.metrics.clone(),
+        Arc::new(move || {
+            let engine = engine.clone();
+            Box::pin(async move { engine.ready().await })
+        }),
+    );
     let mut app = chat.router();
     match internal {
         Some(internal) => {
@@ -115,14 +123,3 @@ pub async fn run(
         .with_graceful_shutdown(shutdown)
         .await
 }
-
-const INDEX: &str = r#"<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>chat</title>
-<meta name="viewport" content="width=device-width, initial-scale=1"></head>
-<body><main>
-<h1>chat is running</h1>
-<p>WebSocket: <code>/ws</code> (subprotocols <code>chat.v1.json</code>, <code>chat.v1.msgpack</code>) ·
-API: <a href="/openapi.json">/openapi.json</a> · <a href="/metrics">/metrics</a> ·
-<a href="/readyz">/readyz</a></p>
-</main></body></html>
-"#;

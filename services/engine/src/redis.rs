@@ -187,6 +187,30 @@ async fn timed<T>(f: impl Future<Output = redis::RedisResult<T>>) -> Result<T> {
     }
 }
 
+/// Like [`timed`], for calls that are safe to repeat: the first call after Redis came
+/// back often meets the dead connection (which makes redis-rs reconnect), so it is tried
+/// once more before the caller hears `unavailable`.
+async fn retried<T, F, Fut>(mut call: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = redis::RedisResult<T>>,
+{
+    let mut dropped = None;
+    for _ in 0..2 {
+        match tokio::time::timeout(CALL_TIMEOUT, call()).await {
+            Ok(Ok(v)) => return Ok(v),
+            Ok(Err(e)) if e.is_connection_dropped() || e.is_io_error() => dropped = Some(e),
+            Ok(Err(e)) => return Err(unavailable(e)),
+            Err(_) => {
+                return Err(EngineError::Unavailable(
+                    "Redis did not answer in time".into(),
+                ));
+            }
+        }
+    }
+    Err(dropped.map(unavailable).expect("the loop ran"))
+}
+
 impl RedisEngine {
     /// Validates the URL and prepares lazy connections: the process starts even while
     /// Redis is down, and reports not ready until it answers.
@@ -246,30 +270,32 @@ impl RedisEngine {
     }
 
     pub async fn presence_join(&self, e: &PresenceEntry) -> Result<bool> {
-        let mut con = self.cmd.clone();
-        let first: i64 = timed(
-            self.presence_join
+        let first: i64 = retried(|| {
+            let mut con = self.cmd.clone();
+            let mut invocation = self.presence_join.prepare_invoke();
+            invocation
                 .key(self.presence_key(&e.room))
                 .key(format!("{}{}", self.presence_user_prefix(&e.room), e.user))
                 .arg(&e.user)
                 .arg(&e.conn)
-                .arg(self.presence_ttl_ms())
-                .invoke_async(&mut con),
-        )
+                .arg(self.presence_ttl_ms());
+            async move { invocation.invoke_async(&mut con).await }
+        })
         .await?;
         Ok(first == 1)
     }
 
     pub async fn presence_leave(&self, e: &PresenceEntry) -> Result<bool> {
-        let mut con = self.cmd.clone();
-        let last: i64 = timed(
-            self.presence_leave
+        let last: i64 = retried(|| {
+            let mut con = self.cmd.clone();
+            let mut invocation = self.presence_leave.prepare_invoke();
+            invocation
                 .key(self.presence_key(&e.room))
                 .key(format!("{}{}", self.presence_user_prefix(&e.room), e.user))
                 .arg(&e.user)
-                .arg(&e.conn)
-                .invoke_async(&mut con),
-        )
+                .arg(&e.conn);
+            async move { invocation.invoke_async(&mut con).await }
+        })
         .await?;
         Ok(last == 1)
     }
@@ -375,19 +401,20 @@ impl RedisEngine {
         end: String,
         count: usize,
     ) -> Result<History> {
-        let mut con = self.cmd.clone();
-        let (seq, epoch, entries): (u64, String, Vec<StreamEntry>) = timed(
-            self.read
+        let (seq, epoch, entries): (u64, String, Vec<StreamEntry>) = retried(|| {
+            let mut con = self.cmd.clone();
+            let mut invocation = self.read.prepare_invoke();
+            invocation
                 .key(self.meta_key(channel))
                 .key(self.hist_key(channel))
                 .arg(crate::epoch::new_epoch())
                 .arg(self.ttl)
                 .arg(mode)
-                .arg(start)
-                .arg(end)
-                .arg(count)
-                .invoke_async(&mut con),
-        )
+                .arg(&start)
+                .arg(&end)
+                .arg(count);
+            async move { invocation.invoke_async(&mut con).await }
+        })
         .await?;
         let mut messages = Vec::with_capacity(entries.len());
         for (id, fields) in entries {
@@ -453,8 +480,13 @@ impl RedisEngine {
     pub async fn subscribe(&self, channel: &str) -> Result<()> {
         let name = self.bus_channel(channel);
         self.wanted.lock().insert(name.clone());
-        let mut sub = self.sub()?;
-        let result = timed(sub.subscribe(name.clone())).await;
+        let sub = self.sub()?;
+        let result = retried(|| {
+            let mut sub = sub.clone();
+            let name = name.clone();
+            async move { sub.subscribe(name).await }
+        })
+        .await;
         if result.is_err() {
             self.wanted.lock().remove(&name);
         }
@@ -575,6 +607,9 @@ async fn watch(engine: Weak<RedisEngine>, handler: Weak<dyn BusHandler>) {
     loop {
         let Some(e) = engine.upgrade() else { return };
         let Ok(mut sub) = e.sub() else { return };
+        // Pinging the command connection too makes it reconnect before a client needs it.
+        let mut cmd = e.cmd.clone();
+        let _ = timed(redis::cmd("PING").query_async::<()>(&mut cmd)).await;
         let ok = timed(redis::cmd("PING").query_async::<()>(&mut sub))
             .await
             .is_ok();

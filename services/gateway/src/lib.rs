@@ -103,6 +103,14 @@ pub async fn run(
     gw: Arc<Gateway>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let engine = gw.engine.clone();
+    chat_telemetry::spawn_engine_probe(
+        gw.metrics.clone(),
+        Arc::new(move || {
+            let engine = engine.clone();
+            Box::pin(async move { engine.ready().await })
+        }),
+    );
     let mut app = router(gw.clone());
     match internal {
         Some(internal) => {

@@ -219,6 +219,14 @@ pub async fn run(
     rt: Arc<Realtime>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let hub = rt.hub.clone();
+    chat_telemetry::spawn_engine_probe(
+        rt.metrics.clone(),
+        Arc::new(move || {
+            let hub = hub.clone();
+            Box::pin(async move { hub.engine().ready().await })
+        }),
+    );
     let mut app = router(rt.clone());
     match internal {
         Some(internal) => {

@@ -69,7 +69,7 @@ async fn recording_client(
     let mut attempt = first;
     while !stop.load(Ordering::Relaxed) {
         let url = format!("ws://127.0.0.1:{}/ws", ports[attempt % ports.len()]);
-        let Ok(mut c) = WsClient::try_open(&url, attempt % 2 == 0, &[]).await else {
+        let Ok(mut c) = WsClient::try_open(&url, attempt.is_multiple_of(2), &[]).await else {
             attempt += 1;
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;

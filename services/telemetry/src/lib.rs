@@ -102,6 +102,7 @@ pub struct Metrics {
     pub leaves: prometheus::IntCounter,
     pub http_requests: prometheus::IntCounterVec,
     pub http_duration: prometheus::HistogramVec,
+    pub engine_ready: prometheus::IntGauge,
 }
 
 impl Default for Metrics {
@@ -166,6 +167,12 @@ impl Metrics {
             &["route"],
         )
         .unwrap();
+        let engine_ready = IntGauge::new(
+            "chat_engine_ready",
+            "1 while the engine (Redis) answers, 0 while it does not.",
+        )
+        .unwrap();
+        reg(Box::new(engine_ready.clone()));
         reg(Box::new(ws_connections.clone()));
         reg(Box::new(messages_published.clone()));
         reg(Box::new(deliveries.clone()));
@@ -186,6 +193,7 @@ impl Metrics {
             leaves,
             http_requests,
             http_duration,
+            engine_ready,
         }
     }
 
@@ -197,6 +205,21 @@ impl Metrics {
 /// Answers `/readyz`: true while the process can serve.
 pub type ReadyFn =
     std::sync::Arc<dyn Fn() -> futures_util::future::BoxFuture<'static, bool> + Send + Sync>;
+
+/// Probes the engine every two seconds into `chat_engine_ready`, so an outage shows on
+/// dashboards and alerts even when nobody asks `/readyz`.
+pub fn spawn_engine_probe(metrics: std::sync::Arc<Metrics>, engine_ready: ReadyFn) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(2));
+        loop {
+            tick.tick().await;
+            metrics.engine_ready.set(i64::from(engine_ready().await));
+            if std::sync::Arc::strong_count(&metrics) == 1 {
+                return; // the service is gone
+            }
+        }
+    });
+}
 
 /// `/healthz` (200 while the process runs), `/readyz` (200 only while it can serve) and
 /// `/metrics`.
