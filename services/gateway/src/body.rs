@@ -34,15 +34,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
         let bytes = axum::body::to_bytes(req.into_body(), MAX_BODY)
             .await
             .map_err(|_| ProtocolError::too_large(format!("body over {MAX_BODY} bytes")))?;
-        let value = if msgpack {
-            rmp_serde::from_slice(&bytes).map_err(|e| {
-                ProtocolError::bad_request(format!("malformed MessagePack body: {e}"))
-            })?
-        } else {
-            serde_json::from_slice(&bytes)
-                .map_err(|e| ProtocolError::bad_request(format!("malformed JSON body: {e}")))?
-        };
-        Ok(Body(value))
+        Ok(Body(chat_protocol::http::decode_body(&bytes, msgpack)?))
     }
 }
 

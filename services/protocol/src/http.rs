@@ -1,9 +1,22 @@
 //! Bodies of the HTTP routes (PROTOCOL.md §4).
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::{ErrorCode, Message};
+use crate::{ErrorCode, Message, ProtocolError};
+
+/// Decodes a request body: MessagePack when the client said
+/// `Content-Type: application/msgpack`, JSON otherwise.
+pub fn decode_body<T: DeserializeOwned>(bytes: &[u8], msgpack: bool) -> Result<T, ProtocolError> {
+    if msgpack {
+        rmp_serde::from_slice(bytes)
+            .map_err(|e| ProtocolError::bad_request(format!("malformed MessagePack body: {e}")))
+    } else {
+        serde_json::from_slice(bytes)
+            .map_err(|e| ProtocolError::bad_request(format!("malformed JSON body: {e}")))
+    }
+}
 
 /// `POST /chat/send`: the original proof-of-concept contract.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
