@@ -23,9 +23,18 @@ pub struct AuthConfig {
     #[arg(long, env = "CHAT_DEV_MODE")]
     pub dev_mode: Option<bool>,
 
-    /// HS256 secret that signs user tokens.
+    /// HS256 secret that signs user tokens (16 bytes or more).
     #[arg(long, env = "CHAT_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
+
+    /// PEM public key (RSA for RS256, EC P-256 for ES256) that verifies user tokens.
+    #[arg(long, env = "CHAT_JWT_PUBLIC_KEY_FILE")]
+    pub jwt_public_key_file: Option<std::path::PathBuf>,
+
+    /// Comma-separated `Origin`s allowed to open browser WebSockets; `*` = any.
+    /// Default: `*` in dev mode, else none (clients that send no Origin are allowed).
+    #[arg(long, env = "CHAT_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Option<Vec<String>>,
 
     /// Comma-separated server API keys for trusted backends.
     #[arg(
@@ -37,18 +46,49 @@ pub struct AuthConfig {
     pub api_keys: Vec<String>,
 }
 
-/// Limits every service enforces.
+/// Limits every service enforces. Each hit is counted in `chat_limit_hits_total`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct LimitsConfig {
-    /// Max `text` size in bytes (UTF-8).
+    /// Max `text` size in bytes (UTF-8). A WebSocket frame may be 4 KiB larger.
     #[arg(long, env = "CHAT_MAX_MESSAGE_BYTES", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..=1_048_576))]
     pub max_message_bytes: u32,
+
+    /// Rooms one connection may be in at once.
+    #[arg(long, env = "CHAT_MAX_ROOMS_PER_CONNECTION", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_rooms_per_connection: u32,
+
+    /// Connections one user may hold on one replica.
+    #[arg(long, env = "CHAT_MAX_CONNECTIONS_PER_USER", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections_per_user: u32,
+
+    /// Connections one IP address may hold on one replica (behind a proxy, the proxy's).
+    #[arg(long, env = "CHAT_MAX_CONNECTIONS_PER_IP", default_value_t = 20_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections_per_ip: u32,
+
+    /// Frames per second one connection may send (token bucket refill rate).
+    #[arg(long, env = "CHAT_RATE_LIMIT_PER_SEC", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+    pub rate_limit_per_sec: u32,
+
+    /// Frames one connection may send in a burst (token bucket size).
+    #[arg(long, env = "CHAT_RATE_LIMIT_BURST", default_value_t = 40, value_parser = clap::value_parser!(u32).range(1..))]
+    pub rate_limit_burst: u32,
+
+    /// Bytes queued to one connection before it counts as a slow consumer (closed
+    /// with 1013; it reconnects and recovers).
+    #[arg(long, env = "CHAT_SEND_QUEUE_BYTES", default_value_t = 1 << 20, value_parser = clap::value_parser!(u32).range(4096..))]
+    pub send_queue_bytes: u32,
 }
 
 impl Default for LimitsConfig {
     fn default() -> Self {
         Self {
             max_message_bytes: 4096,
+            max_rooms_per_connection: 100,
+            max_connections_per_user: 20,
+            max_connections_per_ip: 20_000,
+            rate_limit_per_sec: 20,
+            rate_limit_burst: 40,
+            send_queue_bytes: 1 << 20,
         }
     }
 }
@@ -113,9 +153,28 @@ struct Claims {
 /// Resolved authentication: verifies tokens and keys.
 pub struct Auth {
     pub dev_mode: bool,
-    decoding: Option<(DecodingKey, Validation)>,
+    /// One verifier per configured key; the token's `alg` picks one, and each pins its
+    /// own algorithm, so a token cannot choose how it is checked.
+    verifiers: Vec<(Algorithm, DecodingKey, Validation)>,
     encoding: Option<EncodingKey>,
     api_keys: Vec<Vec<u8>>,
+    origins: Origins,
+}
+
+enum Origins {
+    Any,
+    Only(Vec<String>),
+}
+
+/// Clock skew tolerated on `exp` and `nbf`.
+const LEEWAY_SECS: u64 = 5;
+
+fn validation(alg: Algorithm) -> Validation {
+    let mut v = Validation::new(alg);
+    v.leeway = LEEWAY_SECS;
+    v.validate_nbf = true;
+    v.set_required_spec_claims(&["exp", "sub"]);
+    v
 }
 
 /// How long dev tokens live.
@@ -132,6 +191,10 @@ impl Auth {
                 message: "must be at least 16 bytes".into(),
             });
         }
+        let public_key = match &config.jwt_public_key_file {
+            Some(path) => Some(public_key(path)?),
+            None => None,
+        };
         if secret.is_none() && dev_mode {
             // Dev tokens still need a key; a per-process one works for a single process.
             tracing::warn!(
@@ -139,18 +202,14 @@ impl Auth {
             );
             secret = Some(random_secret());
         }
-        let Some(secret) = secret else {
+        if secret.is_none() && public_key.is_none() {
             return Err(ConfigError {
                 setting: "CHAT_JWT_SECRET",
                 message: "set CHAT_JWT_SECRET (or CHAT_DEV_MODE=true for development): \
                           without key material no user could sign in"
                     .into(),
             });
-        };
-        let mut validation = Validation::new(Algorithm::HS256);
-        validation.leeway = 30;
-        validation.validate_nbf = true;
-        validation.set_required_spec_claims(&["exp", "sub"]);
+        }
         let api_keys = config
             .api_keys
             .iter()
@@ -162,21 +221,46 @@ impl Auth {
             setting: "CHAT_JWT_SECRET",
             message: e.to_string(),
         };
+        let mut verifiers = Vec::new();
+        let mut encoding = None;
+        if let Some(secret) = &secret {
+            let key = DecodingKey::from_secret(secret.as_bytes()).map_err(key_error)?;
+            verifiers.push((Algorithm::HS256, key, validation(Algorithm::HS256)));
+            encoding = Some(EncodingKey::from_secret(secret.as_bytes()).map_err(key_error)?);
+        }
+        if let Some((alg, key)) = public_key {
+            verifiers.push((alg, key, validation(alg)));
+        }
+        let origins = match &config.allowed_origins {
+            Some(list) if list.iter().any(|o| o.trim() == "*") => Origins::Any,
+            Some(list) => Origins::Only(
+                list.iter()
+                    .map(|o| o.trim().trim_end_matches('/').to_ascii_lowercase())
+                    .filter(|o| !o.is_empty())
+                    .collect(),
+            ),
+            None if dev_mode => Origins::Any,
+            None => Origins::Only(Vec::new()),
+        };
         Ok(Auth {
             dev_mode,
-            decoding: Some((
-                DecodingKey::from_secret(secret.as_bytes()).map_err(key_error)?,
-                validation,
-            )),
-            encoding: Some(EncodingKey::from_secret(secret.as_bytes()).map_err(key_error)?),
+            verifiers,
+            encoding,
             api_keys,
+            origins,
         })
     }
 
     /// Verifies a user token: signature with the configured algorithm, `exp`, `nbf`.
     pub fn verify_token(&self, token: &str) -> Result<User, ProtocolError> {
-        let Some((key, validation)) = &self.decoding else {
-            return Err(ProtocolError::unauthorized("tokens are not accepted here"));
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|e| ProtocolError::unauthorized(format!("invalid token: {e}")))?;
+        let Some((_, key, validation)) = self.verifiers.iter().find(|(a, ..)| *a == header.alg)
+        else {
+            return Err(ProtocolError::unauthorized(format!(
+                "invalid token: algorithm {:?} is not accepted here",
+                header.alg
+            )));
         };
         let data = jsonwebtoken::decode::<Claims>(token, key, validation)
             .map_err(|e| ProtocolError::unauthorized(format!("invalid token: {e}")))?;
@@ -186,6 +270,17 @@ impl Auth {
             id: data.claims.sub,
             rooms: data.claims.rooms,
         })
+    }
+
+    /// Browsers send `Origin`; other clients do not and are allowed.
+    pub fn origin_allowed(&self, origin: Option<&str>) -> bool {
+        match (origin, &self.origins) {
+            (None, _) | (_, Origins::Any) => true,
+            (Some(o), Origins::Only(list)) => {
+                let o = o.trim().trim_end_matches('/').to_ascii_lowercase();
+                list.contains(&o)
+            }
+        }
     }
 
     /// Compares against every configured key in constant time.
@@ -230,6 +325,32 @@ impl Auth {
     }
 }
 
+/// Reads `CHAT_JWT_PUBLIC_KEY_FILE`: an RSA key means RS256, an EC key ES256.
+fn public_key(path: &std::path::Path) -> Result<(Algorithm, DecodingKey), ConfigError> {
+    let err = |message: String| ConfigError {
+        setting: "CHAT_JWT_PUBLIC_KEY_FILE",
+        message,
+    };
+    let pem = std::fs::read(path).map_err(|e| err(format!("{}: {e}", path.display())))?;
+    if pem.windows(11).any(|w| w == b"PRIVATE KEY") {
+        // Verifiers need only the public half; a private key here is a leak waiting.
+        return Err(err(format!(
+            "{}: holds a private key; give the public key",
+            path.display()
+        )));
+    }
+    if let Ok(key) = DecodingKey::from_rsa_pem(&pem) {
+        return Ok((Algorithm::RS256, key));
+    }
+    if let Ok(key) = DecodingKey::from_ec_pem(&pem) {
+        return Ok((Algorithm::ES256, key));
+    }
+    Err(err(format!(
+        "{}: not a PEM RSA or EC public key",
+        path.display()
+    )))
+}
+
 fn now_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -256,6 +377,7 @@ mod tests {
                 dev_mode: Some(dev),
                 jwt_secret: Some("0123456789abcdef-secret".into()),
                 api_keys: vec!["key-one".into(), " key-two ".into()],
+                ..AuthConfig::default()
             },
             false,
         )

@@ -21,13 +21,15 @@ pub fn auth_config(dev: bool) -> AuthConfig {
         dev_mode: Some(dev),
         jwt_secret: Some("a-test-secret-of-enough-bytes".into()),
         api_keys: vec![API_KEY.into()],
+        jwt_public_key_file: Some(
+            concat!(env!("CARGO_MANIFEST_DIR"), "/../auth/tests/keys/rsa-public.pem").into(),
+        ),
+        allowed_origins: Some(vec!["https://chat.example".into()]),
     }
 }
 
 pub fn limits() -> LimitsConfig {
-    LimitsConfig {
-        max_message_bytes: 4096,
-    }
+    LimitsConfig::default()
 }
 
 pub fn engine_config(redis_url: Option<String>) -> EngineConfig {
