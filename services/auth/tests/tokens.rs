@@ -10,7 +10,10 @@ const SECRET: &str = "a-test-secret-of-enough-bytes";
 const KEYS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/keys");
 
 fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 fn key(name: &str) -> Vec<u8> {
@@ -31,7 +34,12 @@ fn auth(public_key: Option<&str>, secret: bool) -> Auth {
 }
 
 fn hs256(claims: serde_json::Value) -> String {
-    encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(SECRET.as_bytes()).unwrap()).unwrap()
+    encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(SECRET.as_bytes()).unwrap(),
+    )
+    .unwrap()
 }
 
 fn valid_claims() -> serde_json::Value {
@@ -57,23 +65,48 @@ fn good_tokens_of_each_configured_algorithm_verify() {
     )
     .unwrap();
     assert_eq!(es_auth.verify_token(&es).unwrap().id, "alice");
-    assert!(es_auth.verify_token(&rs).is_err(), "RS256 is not configured there");
-    assert!(es_auth.verify_token(&hs256(valid_claims())).is_err(), "no HS256 secret there");
+    assert!(
+        es_auth.verify_token(&rs).is_err(),
+        "RS256 is not configured there"
+    );
+    assert!(
+        es_auth.verify_token(&hs256(valid_claims())).is_err(),
+        "no HS256 secret there"
+    );
 }
 
 #[test]
 fn expired_not_yet_valid_and_claimless_tokens_are_refused() {
     let a = auth(None, true);
-    assert!(a.verify_token(&hs256(json!({"sub": "alice", "exp": now() - 60}))).is_err(), "expired");
     assert!(
-        a.verify_token(&hs256(json!({"sub": "alice", "exp": now() + 600, "nbf": now() + 120}))).is_err(),
+        a.verify_token(&hs256(json!({"sub": "alice", "exp": now() - 60})))
+            .is_err(),
+        "expired"
+    );
+    assert!(
+        a.verify_token(&hs256(
+            json!({"sub": "alice", "exp": now() + 600, "nbf": now() + 120})
+        ))
+        .is_err(),
         "nbf in the future"
     );
-    assert!(a.verify_token(&hs256(json!({"sub": "alice"}))).is_err(), "exp is required");
-    assert!(a.verify_token(&hs256(json!({"exp": now() + 600}))).is_err(), "sub is required");
-    assert!(a.verify_token(&hs256(json!({"sub": "bad user", "exp": now() + 600}))).is_err());
+    assert!(
+        a.verify_token(&hs256(json!({"sub": "alice"}))).is_err(),
+        "exp is required"
+    );
+    assert!(
+        a.verify_token(&hs256(json!({"exp": now() + 600}))).is_err(),
+        "sub is required"
+    );
+    assert!(
+        a.verify_token(&hs256(json!({"sub": "bad user", "exp": now() + 600})))
+            .is_err()
+    );
     // Within the small leeway, a just-expired token still passes.
-    assert!(a.verify_token(&hs256(json!({"sub": "alice", "exp": now() - 2}))).is_ok());
+    assert!(
+        a.verify_token(&hs256(json!({"sub": "alice", "exp": now() - 2})))
+            .is_ok()
+    );
 }
 
 #[test]
@@ -83,7 +116,10 @@ fn alg_none_and_algorithm_confusion_are_refused() {
     let a = auth(Some("rsa-public.pem"), false);
     let header = b64.encode(br#"{"alg":"none","typ":"JWT"}"#);
     let claims = b64.encode(valid_claims().to_string().as_bytes());
-    assert!(a.verify_token(&format!("{header}.{claims}.")).is_err(), "alg none");
+    assert!(
+        a.verify_token(&format!("{header}.{claims}.")).is_err(),
+        "alg none"
+    );
     // HS256 "signed" with the server's own RSA public key as the HMAC secret.
     let confused = encode(
         &Header::new(Algorithm::HS256),
@@ -116,7 +152,10 @@ fn origins_are_checked_only_for_browsers() {
     let a = Auth::from_config(
         &AuthConfig {
             jwt_secret: Some(SECRET.into()),
-            allowed_origins: Some(vec!["https://chat.example".into(), "http://localhost:5173/".into()]),
+            allowed_origins: Some(vec![
+                "https://chat.example".into(),
+                "http://localhost:5173/".into(),
+            ]),
             ..AuthConfig::default()
         },
         false,
@@ -127,7 +166,13 @@ fn origins_are_checked_only_for_browsers() {
     assert!(a.origin_allowed(Some("http://localhost:5173")));
     assert!(!a.origin_allowed(Some("https://evil.example")));
     let production = auth(None, true);
-    assert!(!production.origin_allowed(Some("https://chat.example")), "none by default");
+    assert!(
+        !production.origin_allowed(Some("https://chat.example")),
+        "none by default"
+    );
     let dev = Auth::from_config(&AuthConfig::default(), true).unwrap();
-    assert!(dev.origin_allowed(Some("https://anything.example")), "any in dev mode");
+    assert!(
+        dev.origin_allowed(Some("https://anything.example")),
+        "any in dev mode"
+    );
 }

@@ -11,6 +11,7 @@ use axum::Router;
 use chat_auth::{Auth, AuthConfig, LimitsConfig};
 use chat_engine::{Engine, EngineConfig};
 use chat_gateway::Gateway;
+use chat_realtime::Options;
 use chat_realtime::Realtime;
 use chat_telemetry::{Metrics, TelemetryConfig};
 use tokio::net::TcpListener;
@@ -38,6 +39,11 @@ pub struct Config {
 
     #[command(flatten)]
     pub telemetry: TelemetryConfig,
+
+    /// Seconds over which a stopping process (SIGTERM) moves its WebSocket clients away
+    /// (`reconnect`, then close 1012), before it exits 0.
+    #[arg(long, env = "CHAT_DRAIN_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=3600))]
+    pub drain_secs: u64,
 }
 
 /// Both halves of the system over one engine.
@@ -61,7 +67,7 @@ impl Chat {
     pub async fn start(
         engine: &EngineConfig,
         auth: &AuthConfig,
-        limits: &LimitsConfig,
+        options: Options,
     ) -> Result<Chat, StartError> {
         let engine_impl = Engine::from_config(engine).map_err(|e| StartError::Config {
             setting: "CHAT_REDIS_URL",
@@ -74,8 +80,13 @@ impl Chat {
             })?,
         );
         let metrics = Arc::new(Metrics::new());
-        let gateway = Gateway::new(engine_impl.clone(), auth.clone(), limits, metrics.clone());
-        let realtime = Realtime::start(engine_impl, auth, limits, engine.history_size, metrics)
+        let gateway = Gateway::new(
+            engine_impl.clone(),
+            auth.clone(),
+            &options.limits,
+            metrics.clone(),
+        );
+        let realtime = Realtime::start(engine_impl, auth, metrics, options)
             .await
             .map_err(|e| StartError::Config {
                 setting: "CHAT_REDIS_URL",
@@ -119,7 +130,18 @@ pub async fn run(
         }
         None => app = app.merge(chat.ops()),
     }
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    let drained = {
+        let (gateway, realtime) = (chat.gateway.clone(), chat.realtime.clone());
+        async move {
+            shutdown.await;
+            gateway.start_draining();
+            chat_realtime::drain::drain(&realtime).await;
+        }
+    };
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(drained)
+    .await
 }

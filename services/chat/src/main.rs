@@ -5,7 +5,12 @@ use chat_telemetry::{config_error, parse_config, shutdown_signal};
 async fn main() -> std::io::Result<()> {
     let config: Config = parse_config();
     chat_telemetry::init_logging(config.telemetry.log_format);
-    let chat = Chat::start(&config.engine, &config.auth, &config.limits)
+    let options = chat_realtime::Options::new(
+        config.limits.clone(),
+        config.engine.history_size,
+        config.drain_secs,
+    );
+    let chat = Chat::start(&config.engine, &config.auth, options)
         .await
         .unwrap_or_else(|chat::StartError::Config { setting, message }| {
             config_error(setting, &message)

@@ -119,7 +119,12 @@ pub async fn run(
         }
         None => app = app.merge(ops(&gw)),
     }
+    // Readiness turns 503 first, then in-flight requests finish.
+    let stopping = async move {
+        shutdown.await;
+        gw.start_draining();
+    };
     axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
+        .with_graceful_shutdown(stopping)
         .await
 }

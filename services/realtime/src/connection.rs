@@ -21,6 +21,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use crate::frame;
 use crate::hub::Conn;
+use crate::rate::{TokenBucket, Verdict};
 use crate::send_queue::{Close, SendQueue};
 use crate::{Realtime, Timing};
 
@@ -38,12 +39,16 @@ pub async fn serve(rt: Arc<Realtime>, io: Io, encoding: Encoding) {
     reader.set_auto_pong(true);
     reader.set_auto_close(true);
 
-    let queue = Arc::new(SendQueue::new(rt.send_queue_bytes));
+    let queue = Arc::new(SendQueue::new(rt.limits.send_queue_bytes as usize));
     let conn_slot: Arc<OnceLock<Arc<Conn>>> = Arc::new(OnceLock::new());
     let last_seen = Arc::new(AtomicU64::new(rt.clock_ms()));
     rt.metrics.ws_connections.inc();
 
     let session = Session {
+        bucket: parking_lot::Mutex::new(TokenBucket::new(
+            rt.limits.rate_limit_per_sec,
+            rt.limits.rate_limit_burst,
+        )),
         rt: rt.clone(),
         queue: queue.clone(),
         encoding,
@@ -67,6 +72,16 @@ pub async fn serve(rt: Arc<Realtime>, io: Io, encoding: Encoding) {
         rt.hub.disconnect(conn).await;
     }
     rt.metrics.ws_connections.dec();
+    let limit = match close.map(|c| c.code) {
+        Some(1009) => Some("frame_size"),
+        Some(1013) => Some("slow_consumer"),
+        Some(4408) => Some("connect_timeout"),
+        Some(1001) => Some("idle"),
+        _ => None,
+    };
+    if let Some(limit) = limit {
+        rt.limit_hit(limit);
+    }
     rt.metrics
         .ws_closes
         .with_label_values(&[close_reason(close)])
@@ -158,6 +173,7 @@ struct Session {
     conn: Arc<OnceLock<Arc<Conn>>>,
     /// The authenticated user, with the rooms their token allows.
     user: parking_lot::Mutex<Option<User>>,
+    bucket: parking_lot::Mutex<TokenBucket>,
     last_seen: Arc<AtomicU64>,
 }
 
@@ -326,6 +342,24 @@ impl Session {
             ClientFrame::Send { cid, .. } => cid.clone(),
             _ => None,
         };
+        let verdict = self.bucket.lock().check(std::time::Instant::now());
+        match verdict {
+            Verdict::Allow => {}
+            Verdict::Refuse => {
+                self.rt.limit_hit("rate");
+                let err = ProtocolError::new(ErrorCode::RateLimited, "slow down: too many frames");
+                self.reply_error(&err, cid);
+                return Ok(());
+            }
+            Verdict::Disconnect => {
+                self.rt.limit_hit("rate");
+                self.queue.close(Close {
+                    code: POLICY,
+                    reason: "rate limit exceeded",
+                });
+                return Err(());
+            }
+        }
         if let Err(e) = self.command(&conn, frame).await {
             self.reply_error(&e, cid);
         }
@@ -360,6 +394,31 @@ impl Session {
                 return Err(());
             }
         };
+        if self.rt.is_draining() {
+            let _ = self.queue.push(frame::server(
+                self.encoding,
+                &ServerFrame::Reconnect { after_ms: 0 },
+            ));
+            self.queue.close(Close {
+                code: 1012,
+                reason: "server restart: use another replica",
+            });
+            return Err(());
+        }
+        let max_conns = self.rt.limits.max_connections_per_user as usize;
+        if self.rt.hub.connections_of(&user.id).len() >= max_conns {
+            self.rt.limit_hit("connections_per_user");
+            let err = ProtocolError::new(
+                ErrorCode::RateLimited,
+                format!("at most {max_conns} connections per user on this server"),
+            );
+            self.reply_error(&err, None);
+            self.queue.close(Close {
+                code: POLICY,
+                reason: "too many connections for this user",
+            });
+            return Err(());
+        }
         let conn = Arc::new(Conn::new(
             self.rt.next_conn_id(),
             user.id.clone(),
@@ -406,6 +465,15 @@ impl Session {
             }
             ClientFrame::Join { room, since } => {
                 let channel = self.authorize_room(&room)?;
+                // The personal channel does not count.
+                let rooms = conn.channel_count().saturating_sub(1);
+                let max = self.rt.limits.max_rooms_per_connection as usize;
+                if !conn.is_member(&channel) && rooms >= max {
+                    self.rt.limit_hit("rooms_per_connection");
+                    return Err(ProtocolError::forbidden(format!(
+                        "at most {max} rooms per connection: leave one first"
+                    )));
+                }
                 hub.join(conn, &channel, since.as_ref(), |j| ServerFrame::Joined {
                     room: room.clone(),
                     epoch: j.head.epoch.clone(),
@@ -443,7 +511,11 @@ impl Session {
                 text,
                 cid,
             } => {
-                codec::check_text(&text, self.rt.max_message_bytes)?;
+                codec::check_text(&text, self.rt.max_message_bytes).inspect_err(|e| {
+                    if e.code == ErrorCode::TooLarge {
+                        self.rt.limit_hit("text_size");
+                    }
+                })?;
                 let (channel, ack_room) = match (room, to) {
                     (Some(room), None) => {
                         let channel = self.authorize_room(&room)?;

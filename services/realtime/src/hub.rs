@@ -384,6 +384,11 @@ impl Hub {
         was_member
     }
 
+    /// Every connection that sent `connect`.
+    pub fn all_connections(&self) -> Vec<Arc<Conn>> {
+        self.users.lock().values().flatten().cloned().collect()
+    }
+
     /// The user's live connections on this replica.
     pub fn connections_of(&self, user: &str) -> Vec<Arc<Conn>> {
         self.users.lock().get(user).cloned().unwrap_or_default()

@@ -10,8 +10,10 @@
 //! all-in-one `chat` mounts [`router`] beside the gateway's routes instead.
 
 pub mod connection;
+pub mod drain;
 pub mod frame;
 pub mod hub;
+pub mod rate;
 pub mod send_queue;
 
 use std::net::SocketAddr;
@@ -26,7 +28,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use chat_auth::{Auth, AuthConfig, LimitsConfig};
 use chat_engine::{BusHandler, Engine, EngineConfig};
-use chat_protocol::Encoding;
+use chat_protocol::http::{ErrorBody, ErrorDetail};
+use chat_protocol::{Encoding, ErrorCode};
 use chat_telemetry::{Metrics, TelemetryConfig};
 use fastwebsockets::upgrade::IncomingUpgrade;
 use tokio::net::TcpListener;
@@ -52,6 +55,11 @@ pub struct Config {
 
     #[command(flatten)]
     pub telemetry: TelemetryConfig,
+
+    /// Seconds over which a replica told to stop (SIGTERM) moves its clients away: each
+    /// gets `reconnect` and a 1012 close at a spread-out moment, then the process exits 0.
+    #[arg(long, env = "CHAT_DRAIN_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=3600))]
+    pub drain_secs: u64,
 }
 
 /// Connection timers: the contract's values, shorter in tests.
@@ -74,19 +82,41 @@ impl Default for Timing {
     }
 }
 
+/// What a realtime needs besides its engine and authentication.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub limits: LimitsConfig,
+    pub history_size: u64,
+    pub timing: Timing,
+    pub drain: Duration,
+}
+
+impl Options {
+    pub fn new(limits: LimitsConfig, history_size: u64, drain_secs: u64) -> Self {
+        Self {
+            limits,
+            history_size,
+            timing: Timing::default(),
+            drain: Duration::from_secs(drain_secs),
+        }
+    }
+}
+
 /// The WebSocket side of a process: shared by every connection.
 pub struct Realtime {
     pub hub: Arc<Hub>,
     pub auth: Arc<Auth>,
     pub metrics: Arc<Metrics>,
     pub timing: Timing,
+    pub limits: LimitsConfig,
     pub max_message_bytes: usize,
     pub max_frame_bytes: usize,
-    pub send_queue_bytes: usize,
+    pub drain_window: Duration,
     draining: AtomicBool,
     replica: String,
     next_conn: AtomicU64,
     started: Instant,
+    per_ip: parking_lot::Mutex<std::collections::HashMap<std::net::IpAddr, u32>>,
 }
 
 impl Realtime {
@@ -94,11 +124,15 @@ impl Realtime {
     pub async fn start(
         engine: Engine,
         auth: Arc<Auth>,
-        limits: &LimitsConfig,
-        history_size: u64,
         metrics: Arc<Metrics>,
+        options: Options,
     ) -> Result<Arc<Realtime>, chat_engine::EngineError> {
-        let hub = Hub::new(engine.clone(), metrics.clone(), history_size as usize);
+        let limits = options.limits;
+        let hub = Hub::new(
+            engine.clone(),
+            metrics.clone(),
+            options.history_size as usize,
+        );
         let handler: Arc<dyn BusHandler> = hub.clone();
         engine.start_bus(Arc::downgrade(&handler)).await?;
         tokio::spawn(refresh_presence(
@@ -110,22 +144,36 @@ impl Realtime {
             hub,
             auth,
             metrics,
-            timing: Timing::default(),
+            timing: options.timing,
             max_message_bytes,
             max_frame_bytes: chat_protocol::codec::max_frame_bytes(max_message_bytes),
-            // Room for a burst of a few hundred messages; past it the client recovers.
-            send_queue_bytes: 1 << 20,
+            limits,
+            drain_window: options.drain,
             draining: AtomicBool::new(false),
             replica: chat_engine::epoch::new_epoch()[..6].to_owned(),
             next_conn: AtomicU64::new(1),
             started: Instant::now(),
+            per_ip: parking_lot::Mutex::new(std::collections::HashMap::new()),
         }))
     }
 
-    pub fn set_timing(self: &mut Arc<Self>, timing: Timing) {
-        if let Some(rt) = Arc::get_mut(self) {
-            rt.timing = timing;
+    /// Counts a limit hit (`chat_limit_hits_total{limit}`).
+    pub fn limit_hit(&self, limit: &'static str) {
+        self.metrics.limit_hits.with_label_values(&[limit]).inc();
+    }
+
+    /// Takes a connection slot of `ip`; `None` when the IP holds its maximum.
+    fn claim_ip(self: &Arc<Self>, ip: std::net::IpAddr) -> Option<IpSlot> {
+        let mut per_ip = self.per_ip.lock();
+        let n = per_ip.entry(ip).or_default();
+        if *n >= self.limits.max_connections_per_ip {
+            return None;
         }
+        *n += 1;
+        Some(IpSlot {
+            rt: self.clone(),
+            ip,
+        })
     }
 
     fn next_conn_id(&self) -> String {
@@ -141,12 +189,34 @@ impl Realtime {
         self.started.elapsed().as_millis() as u64
     }
 
+    fn start_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Relaxed)
     }
 
     pub async fn ready(&self) -> bool {
         !self.is_draining() && self.hub.engine().ready().await
+    }
+}
+
+/// A connection's share of its IP's limit, given back when the connection ends.
+pub struct IpSlot {
+    rt: Arc<Realtime>,
+    ip: std::net::IpAddr,
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut per_ip = self.rt.per_ip.lock();
+        if let Some(n) = per_ip.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                per_ip.remove(&self.ip);
+            }
+        }
     }
 }
 
@@ -166,18 +236,70 @@ pub fn router(rt: Arc<Realtime>) -> Router {
     Router::new().route("/ws", get(upgrade)).with_state(rt)
 }
 
+/// The peer's IP, when the server was started with connect info.
+pub struct PeerIp(Option<std::net::IpAddr>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for PeerIp {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(PeerIp(
+            parts
+                .extensions
+                .get::<axum::extract::ConnectInfo<SocketAddr>>()
+                .map(|c| c.0.ip()),
+        ))
+    }
+}
+
+/// A refused upgrade: the contract's JSON error body.
+fn refuse(code: ErrorCode, message: &str) -> Response {
+    let status = StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
+    let body = ErrorBody {
+        error: ErrorDetail {
+            code,
+            message: message.to_owned(),
+        },
+    };
+    (status, axum::Json(body)).into_response()
+}
+
 async fn upgrade(
     State(rt): State<Arc<Realtime>>,
+    PeerIp(ip): PeerIp,
     headers: HeaderMap,
     incoming: IncomingUpgrade,
 ) -> Response {
     if rt.is_draining() {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
+        return refuse(
+            ErrorCode::Unavailable,
             "draining: connect to another replica",
-        )
-            .into_response();
+        );
     }
+    let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+    if !rt.auth.origin_allowed(origin) {
+        rt.limit_hit("origin");
+        return refuse(
+            ErrorCode::Forbidden,
+            "this Origin may not open WebSockets here",
+        );
+    }
+    let slot = match ip {
+        Some(ip) => match rt.claim_ip(ip) {
+            Some(slot) => Some(slot),
+            None => {
+                rt.limit_hit("connections_per_ip");
+                return refuse(
+                    ErrorCode::RateLimited,
+                    "too many connections from this address",
+                );
+            }
+        },
+        None => None,
+    };
     let offer = headers
         .get(header::SEC_WEBSOCKET_PROTOCOL)
         .and_then(|v| v.to_str().ok());
@@ -192,6 +314,7 @@ async fn upgrade(
             .insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(p));
     }
     tokio::spawn(async move {
+        let _slot = slot;
         match fut.await {
             Ok(ws) => connection::serve(rt, ws.into_inner(), encoding).await,
             Err(e) => tracing::debug!(error = %e, "upgrade failed"),
@@ -235,10 +358,17 @@ pub async fn run(
         }
         None => app = app.merge(ops(&rt)),
     }
+    let drained = {
+        let rt = rt.clone();
+        async move {
+            shutdown.await;
+            drain::drain(&rt).await;
+        }
+    };
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
     )
-    .with_graceful_shutdown(shutdown)
+    .with_graceful_shutdown(drained)
     .await
 }

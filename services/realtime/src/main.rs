@@ -2,7 +2,7 @@ use std::sync::Arc;
 
 use chat_auth::Auth;
 use chat_engine::Engine;
-use chat_realtime::{Config, Realtime};
+use chat_realtime::{Config, Options, Realtime};
 use chat_telemetry::{Metrics, config_error, parse_config};
 
 #[tokio::main]
@@ -19,15 +19,14 @@ async fn main() -> std::io::Result<()> {
         .unwrap_or_else(|e| config_error("CHAT_REDIS_URL", &e.to_string()));
     let auth = Auth::from_config(&config.auth, false)
         .unwrap_or_else(|e| config_error(e.setting, &e.message));
-    let rt = Realtime::start(
-        engine,
-        Arc::new(auth),
-        &config.limits,
+    let options = Options::new(
+        config.limits.clone(),
         config.engine.history_size,
-        Arc::new(Metrics::new()),
-    )
-    .await
-    .unwrap_or_else(|e| config_error("CHAT_REDIS_URL", &e.to_string()));
+        config.drain_secs,
+    );
+    let rt = Realtime::start(engine, Arc::new(auth), Arc::new(Metrics::new()), options)
+        .await
+        .unwrap_or_else(|e| config_error("CHAT_REDIS_URL", &e.to_string()));
     let listener = tokio::net::TcpListener::bind(config.realtime_addr).await?;
     let internal = match config.telemetry.internal_addr {
         Some(addr) => Some(tokio::net::TcpListener::bind(addr).await?),

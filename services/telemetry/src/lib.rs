@@ -103,6 +103,7 @@ pub struct Metrics {
     pub http_requests: prometheus::IntCounterVec,
     pub http_duration: prometheus::HistogramVec,
     pub engine_ready: prometheus::IntGauge,
+    pub limit_hits: prometheus::IntCounterVec,
 }
 
 impl Default for Metrics {
@@ -173,6 +174,15 @@ impl Metrics {
         )
         .unwrap();
         reg(Box::new(engine_ready.clone()));
+        let limit_hits = IntCounterVec::new(
+            Opts::new(
+                "chat_limit_hits_total",
+                "Requests refused or connections closed by a limit, by limit.",
+            ),
+            &["limit"],
+        )
+        .unwrap();
+        reg(Box::new(limit_hits.clone()));
         reg(Box::new(ws_connections.clone()));
         reg(Box::new(messages_published.clone()));
         reg(Box::new(deliveries.clone()));
@@ -194,6 +204,7 @@ impl Metrics {
             http_requests,
             http_duration,
             engine_ready,
+            limit_hits,
         }
     }
 

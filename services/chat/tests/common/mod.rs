@@ -10,7 +10,7 @@ use std::time::Duration;
 use chat_auth::{Auth, AuthConfig, LimitsConfig};
 use chat_engine::{Engine, EngineConfig};
 use chat_gateway::Gateway;
-use chat_realtime::Realtime;
+use chat_realtime::{Options, Realtime};
 use chat_telemetry::Metrics;
 use tokio::net::TcpListener;
 
@@ -22,14 +22,14 @@ pub fn auth_config(dev: bool) -> AuthConfig {
         jwt_secret: Some("a-test-secret-of-enough-bytes".into()),
         api_keys: vec![API_KEY.into()],
         jwt_public_key_file: Some(
-            concat!(env!("CARGO_MANIFEST_DIR"), "/../auth/tests/keys/rsa-public.pem").into(),
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../auth/tests/keys/rsa-public.pem"
+            )
+            .into(),
         ),
         allowed_origins: Some(vec!["https://chat.example".into()]),
     }
-}
-
-pub fn limits() -> LimitsConfig {
-    LimitsConfig::default()
 }
 
 pub fn engine_config(redis_url: Option<String>) -> EngineConfig {
@@ -41,16 +41,36 @@ pub fn engine_config(redis_url: Option<String>) -> EngineConfig {
 }
 
 thread_local! {
-    static HISTORY_SIZE: std::cell::Cell<u64> = const { std::cell::Cell::new(1000) };
+    static DEV_MODE: std::cell::Cell<bool> = const { std::cell::Cell::new(true) };
+    static OPTIONS: std::cell::RefCell<Options> =
+        std::cell::RefCell::new(Options::new(LimitsConfig::default(), 1000, 2));
 }
 
-/// History size of the servers this test starts next (tests run on their own threads).
+/// Adjusts the options of the servers this test starts next (tests run on their own
+/// threads).
+pub fn configure(f: impl FnOnce(&mut Options)) {
+    OPTIONS.with(|o| f(&mut o.borrow_mut()));
+}
+
+/// Whether the servers this test starts next run in dev mode (default: yes).
+pub fn set_dev_mode(dev: bool) {
+    DEV_MODE.with(|d| d.set(dev));
+}
+
+fn dev_mode() -> bool {
+    DEV_MODE.with(|d| d.get())
+}
+
 pub fn set_history_size(n: u64) {
-    HISTORY_SIZE.with(|h| h.set(n));
+    configure(|o| o.history_size = n);
+}
+
+fn options() -> Options {
+    OPTIONS.with(|o| o.borrow().clone())
 }
 
 fn history_size() -> u64 {
-    HISTORY_SIZE.with(|h| h.get())
+    options().history_size
 }
 
 async fn bind() -> TcpListener {
@@ -59,16 +79,10 @@ async fn bind() -> TcpListener {
 
 pub async fn spawn_realtime(redis_url: &str) -> (SocketAddr, Arc<Realtime>) {
     let engine = Engine::from_config(&engine_config(Some(redis_url.into()))).unwrap();
-    let auth = Arc::new(Auth::from_config(&auth_config(true), false).unwrap());
-    let rt = Realtime::start(
-        engine,
-        auth,
-        &limits(),
-        history_size(),
-        Arc::new(Metrics::new()),
-    )
-    .await
-    .unwrap();
+    let auth = Arc::new(Auth::from_config(&auth_config(dev_mode()), false).unwrap());
+    let rt = Realtime::start(engine, auth, Arc::new(Metrics::new()), options())
+        .await
+        .unwrap();
     let listener = bind().await;
     let addr = listener.local_addr().unwrap();
     tokio::spawn(chat_realtime::run(
@@ -82,8 +96,8 @@ pub async fn spawn_realtime(redis_url: &str) -> (SocketAddr, Arc<Realtime>) {
 
 pub async fn spawn_gateway(redis_url: &str) -> SocketAddr {
     let engine = Engine::from_config(&engine_config(Some(redis_url.into()))).unwrap();
-    let auth = Arc::new(Auth::from_config(&auth_config(true), false).unwrap());
-    let gw = Gateway::new(engine, auth, &limits(), Arc::new(Metrics::new()));
+    let auth = Arc::new(Auth::from_config(&auth_config(dev_mode()), false).unwrap());
+    let gw = Gateway::new(engine, auth, &options().limits, Arc::new(Metrics::new()));
     let listener = bind().await;
     let addr = listener.local_addr().unwrap();
     tokio::spawn(chat_gateway::run(
@@ -96,9 +110,13 @@ pub async fn spawn_gateway(redis_url: &str) -> SocketAddr {
 }
 
 pub async fn spawn_chat(redis_url: Option<String>) -> SocketAddr {
-    let chat = chat::Chat::start(&engine_config(redis_url), &auth_config(true), &limits())
-        .await
-        .unwrap();
+    let chat = chat::Chat::start(
+        &engine_config(redis_url),
+        &auth_config(dev_mode()),
+        options(),
+    )
+    .await
+    .unwrap();
     let listener = bind().await;
     let addr = listener.local_addr().unwrap();
     tokio::spawn(chat::run(listener, None, chat, std::future::pending()));
