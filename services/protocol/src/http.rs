@@ -10,7 +10,7 @@ use crate::{ErrorCode, Message, ProtocolError};
 /// `Content-Type: application/msgpack`, JSON otherwise.
 pub fn decode_body<T: DeserializeOwned>(bytes: &[u8], msgpack: bool) -> Result<T, ProtocolError> {
     if msgpack {
-        rmp_serde::from_slice(bytes)
+        crate::codec::from_msgpack(bytes)
             .map_err(|e| ProtocolError::bad_request(format!("malformed MessagePack body: {e}")))
     } else {
         serde_json::from_slice(bytes)

@@ -280,7 +280,15 @@ async fn upgrade(
         );
     }
     let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
-    if !rt.auth.origin_allowed(origin) {
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    // A page served by this very host (the web client of `chat`) is always allowed.
+    let same_origin = match (origin, host) {
+        (Some(o), Some(h)) => o
+            .split_once("://")
+            .is_some_and(|(_, authority)| authority == h),
+        _ => false,
+    };
+    if !same_origin && !rt.auth.origin_allowed(origin) {
         rt.limit_hit("origin");
         return refuse(
             ErrorCode::Forbidden,

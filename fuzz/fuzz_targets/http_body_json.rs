@@ -1,0 +1,24 @@
+//! An HTTP request body as the gateway decodes it without
+//! `Content-Type: application/msgpack` (JSON), for every request body type. Any input
+//! must give `Ok` or `Err`, never a panic; a body that decodes must serialize again.
+#![no_main]
+
+use chat_protocol::http::{
+    ChatSendRequest, DevTokenRequest, MemberRequest, PublishRequest, decode_body,
+};
+use libfuzzer_sys::fuzz_target;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+fn check<T: DeserializeOwned + Serialize>(data: &[u8]) {
+    if let Ok(body) = decode_body::<T>(data, false) {
+        serde_json::to_vec(&body).expect("a decoded body serializes to JSON");
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    check::<ChatSendRequest>(data);
+    check::<PublishRequest>(data);
+    check::<MemberRequest>(data);
+    check::<DevTokenRequest>(data);
+});

@@ -1,0 +1,416 @@
+//! Every scenario at a small size against real servers started in this process: the
+//! all-in-one `chat`, and the split deployment (two realtime replicas and a gateway over
+//! a real redis-server). The load tester runs as its built binary with `--json`; the
+//! tests check its counts, never its timings.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use chat_auth::{Auth, AuthConfig, LimitsConfig};
+use chat_engine::{Engine, EngineConfig};
+use chat_gateway::Gateway;
+use chat_realtime::{Options, Realtime};
+use chat_telemetry::Metrics;
+use chat_testkit::RedisServer;
+use serde_json::Value;
+use tokio::net::TcpListener;
+
+const API_KEY: &str = "test-api-key";
+const SECRET: &str = "a-test-secret-of-enough-bytes";
+
+fn auth_config() -> AuthConfig {
+    AuthConfig {
+        dev_mode: Some(true),
+        jwt_secret: Some(SECRET.into()),
+        api_keys: vec![API_KEY.into()],
+        ..AuthConfig::default()
+    }
+}
+
+fn auth() -> Arc<Auth> {
+    Arc::new(Auth::from_config(&auth_config(), false).unwrap())
+}
+
+/// The servers' defaults, abuse limits included: the scenarios stay under them.
+fn options() -> Options {
+    Options::new(LimitsConfig::default(), 1000, 2)
+}
+
+fn engine_config(redis_url: Option<String>) -> EngineConfig {
+    EngineConfig {
+        redis_url,
+        ..EngineConfig::default()
+    }
+}
+
+async fn bind() -> TcpListener {
+    TcpListener::bind("127.0.0.1:0").await.unwrap()
+}
+
+async fn spawn_chat() -> SocketAddr {
+    let chat = chat::Chat::start(&engine_config(None), &auth_config(), options())
+        .await
+        .unwrap();
+    let listener = bind().await;
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(chat::run(listener, None, chat, std::future::pending()));
+    addr
+}
+
+async fn spawn_realtime(redis_url: &str) -> SocketAddr {
+    let engine = Engine::from_config(&engine_config(Some(redis_url.into()))).unwrap();
+    let rt = Realtime::start(engine, auth(), Arc::new(Metrics::new()), options())
+        .await
+        .unwrap();
+    let listener = bind().await;
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(chat_realtime::run(
+        listener,
+        None,
+        rt,
+        std::future::pending(),
+    ));
+    addr
+}
+
+async fn spawn_gateway(redis_url: &str) -> SocketAddr {
+    let engine = Engine::from_config(&engine_config(Some(redis_url.into()))).unwrap();
+    let gw = Gateway::new(
+        engine,
+        auth(),
+        &LimitsConfig::default(),
+        Arc::new(Metrics::new()),
+    );
+    let listener = bind().await;
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(chat_gateway::run(
+        listener,
+        None,
+        gw,
+        std::future::pending(),
+    ));
+    addr
+}
+
+/// Runs the binary; returns its exit status, stdout and stderr.
+async fn loadtest_raw(args: &[String]) -> (i32, String, String) {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_chat-loadtest"))
+        .args(args)
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("the load tester runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Runs a scenario with `--json` and returns the report.
+async fn loadtest(args: &[String]) -> Value {
+    let mut all = args.to_vec();
+    all.extend(["--json".into(), "--quiet".into()]);
+    let (code, stdout, stderr) = loadtest_raw(&all).await;
+    let report: Value = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("no JSON report ({e}); exit {code}; stderr:\n{stderr}"));
+    assert_eq!(
+        code,
+        if report["ok"] == true { 0 } else { 3 },
+        "exit status matches ok; stderr:\n{stderr}"
+    );
+    report
+}
+
+fn args(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+fn ws(addr: SocketAddr) -> String {
+    format!("ws://{addr}/ws")
+}
+
+/// No loss, no duplicate, no failure, and exactly `deliveries` deliveries.
+fn assert_clean(r: &Value, deliveries: u64) {
+    let m = &r["messages"];
+    let c = &r["connections"];
+    assert_eq!(m["lost"], 0, "lost: {r:#}");
+    assert_eq!(m["duplicates"], 0, "duplicates: {r:#}");
+    assert_eq!(m["publish_errors"], 0, "publish errors: {r:#}");
+    assert_eq!(m["unanswered"], 0, "unanswered publishes: {r:#}");
+    assert_eq!(m["foreign"], 0, "foreign: {r:#}");
+    assert_eq!(c["failed"], 0, "failed connections: {r:#}");
+    assert_eq!(c["dropped"], 0, "dropped connections: {r:#}");
+    assert_eq!(m["expected"], deliveries, "expected: {r:#}");
+    assert_eq!(m["delivered"], deliveries, "delivered: {r:#}");
+    assert_eq!(r["latency"]["count"], deliveries);
+    assert_eq!(r["ok"], true, "{r:#}");
+    assert!(r["errors"].as_object().unwrap().is_empty(), "{r:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fanout_over_http_reaches_every_member_of_the_room() {
+    let addr = spawn_chat().await;
+    let pid = std::process::id().to_string();
+    let r = loadtest(&args(&[
+        "fanout",
+        "--target",
+        &ws(addr),
+        "--members",
+        "20",
+        "--rate",
+        "200",
+        "--duration",
+        "1500ms",
+        "--api-key",
+        API_KEY,
+        "--server-pid",
+        &pid,
+    ]))
+    .await;
+    // 300 messages, each to 20 members.
+    assert_eq!(r["messages"]["scheduled"], 300);
+    assert_eq!(r["messages"]["published"], 300);
+    assert_clean(&r, 6000);
+    let server = &r["server"];
+    assert!(
+        server["cpu_us_per_delivery"].as_f64().unwrap() > 0.0,
+        "{server:#}"
+    );
+    assert!(server["kib_per_connection"].is_number(), "{server:#}");
+    assert!(r["latency"]["p99_us"].as_u64().unwrap() >= r["latency"]["p50_us"].as_u64().unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fanout_over_ws_in_json_writes_an_html_report() {
+    let addr = spawn_chat().await;
+    let dir = std::env::temp_dir().join(format!("chat-loadtest-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let html = dir.join("report.html");
+    let r = loadtest(&args(&[
+        "fanout",
+        "--target",
+        &ws(addr),
+        "--members",
+        "20",
+        "--rate",
+        "200",
+        "--duration",
+        "1s",
+        "--publish",
+        "ws",
+        "--encoding",
+        "json",
+        "--html",
+        html.to_str().unwrap(),
+    ]))
+    .await;
+    assert_clean(&r, 200 * 20);
+    assert_eq!(
+        r["connections"]["planned"], 40,
+        "20 members and 20 publishers"
+    );
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(page.starts_with("<!doctype html>"));
+    assert_eq!(
+        page.matches("<svg").count(),
+        3,
+        "latency over time, deliveries, distribution"
+    );
+    assert!(
+        !page.contains("<script") && !page.contains("src="),
+        "self-contained"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rooms_where_everyone_sends_lose_nothing() {
+    let addr = spawn_chat().await;
+    let r = loadtest(&args(&[
+        "rooms",
+        "--target",
+        &ws(addr),
+        "--rooms",
+        "4",
+        "--members",
+        "5",
+        "--rate",
+        "200",
+        "--duration",
+        "1500ms",
+    ]))
+    .await;
+    assert_eq!(r["connections"]["connected"], 20);
+    // 300 messages, each to the 5 members of its room (the sender included).
+    assert_clean(&r, 1500);
+    assert_eq!(r["publish_latency"]["count"], 300);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_messages_with_minted_tokens_reach_both_sides() {
+    let addr = spawn_chat().await;
+    let r = loadtest(&args(&[
+        "direct",
+        "--target",
+        &ws(addr),
+        "--connections",
+        "20",
+        "--rate",
+        "200",
+        "--duration",
+        "1500ms",
+        "--token-secret",
+        SECRET,
+        "--encoding",
+        "msgpack",
+    ]))
+    .await;
+    // Each direct message lands on the receiver's and the sender's personal channel.
+    assert_clean(&r, 600);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mixed_traffic_with_http_and_direct_messages_loses_nothing() {
+    let addr = spawn_chat().await;
+    let r = loadtest(&args(&[
+        "mixed",
+        "--target",
+        &ws(addr),
+        "--rooms",
+        "2",
+        "--members",
+        "10",
+        "--rate",
+        "300",
+        "--duration",
+        "1s",
+        "--api-key",
+        API_KEY,
+    ]))
+    .await;
+    let m = &r["messages"];
+    assert!(m["typing"].as_u64().unwrap() > 0, "{m:#}");
+    assert_eq!(
+        m["sent"].as_u64().unwrap() + m["typing"].as_u64().unwrap(),
+        300
+    );
+    let expected = m["expected"].as_u64().unwrap();
+    // Room messages reach 10 members, direct messages 2 channels.
+    assert!(expected > 1000, "{m:#}");
+    assert_clean(&r, expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_storm_and_idle_count_connections_and_server_memory() {
+    let addr = spawn_chat().await;
+    let pid = std::process::id().to_string();
+    let r = loadtest(&args(&[
+        "connect-storm",
+        "--target",
+        &ws(addr),
+        "--connections",
+        "40",
+        "--rate",
+        "100",
+        "--members",
+        "10",
+        "--server-pid",
+        &pid,
+    ]))
+    .await;
+    assert_eq!(r["messages"]["scheduled"], 40);
+    assert_eq!(r["messages"]["delivered"], 40);
+    assert_eq!(r["messages"]["lost"], 0);
+    assert_eq!(r["latency"]["count"], 40);
+    assert_eq!(r["ok"], true, "{r:#}");
+
+    let r = loadtest(&args(&[
+        "idle",
+        "--target",
+        &ws(addr),
+        "--connections",
+        "20",
+        "--duration",
+        "500ms",
+        "--server-pid",
+        &pid,
+    ]))
+    .await;
+    assert_eq!(r["connections"]["connected"], 20);
+    assert_eq!(r["connections"]["connect_latency"]["count"], 20);
+    assert!(r["server"]["kib_per_connection"].is_number(), "{r:#}");
+    assert_eq!(r["ok"], true, "{r:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fanout_through_redis_two_replicas_and_a_gateway_with_two_workers() {
+    let redis = RedisServer::start();
+    let rt1 = spawn_realtime(&redis.url()).await;
+    let rt2 = spawn_realtime(&redis.url()).await;
+    let gw = spawn_gateway(&redis.url()).await;
+    let targets = format!("{},{}", ws(rt1), ws(rt2));
+    let http = format!("http://{gw}");
+    let r = loadtest(&args(&[
+        "fanout",
+        "--target",
+        &targets,
+        "--http",
+        &http,
+        "--members",
+        "20",
+        "--rate",
+        "200",
+        "--duration",
+        "1500ms",
+        "--api-key",
+        API_KEY,
+        "--workers",
+        "2",
+        "--source-addrs",
+        "127.0.0.1-127.0.0.2",
+    ]))
+    .await;
+    assert_eq!(r["settings"]["workers"], 2);
+    assert_clean(&r, 6000);
+
+    // Everyone sends, members of each room spread over both replicas.
+    let r = loadtest(&args(&[
+        "rooms",
+        "--target",
+        &targets,
+        "--rooms",
+        "2",
+        "--members",
+        "10",
+        "--rate",
+        "200",
+        "--duration",
+        "1s",
+    ]))
+    .await;
+    assert_clean(&r, 200 * 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_flags_exit_64_and_unreachable_targets_exit_69_with_one_line() {
+    let (code, stdout, stderr) = loadtest_raw(&args(&["fanout", "--no-such-flag"])).await;
+    assert_eq!(code, 64, "{stderr}");
+    assert!(stdout.is_empty());
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+
+    let (code, _, stderr) = loadtest_raw(&args(&["rooms", "--rate", "-1"])).await;
+    assert_eq!(code, 64, "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+
+    let port = chat_testkit::free_port();
+    let (code, _, stderr) = loadtest_raw(&args(&[
+        "idle",
+        "--target",
+        &format!("ws://127.0.0.1:{port}/ws"),
+    ]))
+    .await;
+    assert_eq!(code, 69, "{stderr}");
+    assert!(stderr.contains("cannot reach"), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+}
