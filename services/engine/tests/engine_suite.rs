@@ -452,3 +452,41 @@ async fn presence_of_a_dead_replica_expires_and_is_swept_once() {
         .unwrap();
     assert!(engine.presence("r").await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn a_password_protected_redis_works_with_the_password_in_the_url() {
+    let redis = RedisServer::start_with(&["--requirepass", "s3cret-pass"]);
+    let with = format!("redis://:s3cret-pass@127.0.0.1:{}/", redis.port);
+    let engine = Engine::from_config(&EngineConfig {
+        redis_url: Some(with),
+        ..config(10)
+    })
+    .unwrap();
+    let rec = Arc::new(Recorder::default());
+    engine
+        .start_bus(Arc::downgrade(&(rec.clone() as Arc<dyn BusHandler>)))
+        .await
+        .unwrap();
+    engine.subscribe("r").await.unwrap();
+    assert_eq!(
+        engine
+            .publish(publication("r", "authed"))
+            .await
+            .unwrap()
+            .seq,
+        1
+    );
+    wait_for(|| rec.messages.lock().len() == 1).await;
+    assert!(engine.ready().await);
+
+    let without = Engine::from_config(&EngineConfig {
+        redis_url: Some(redis.url()),
+        ..config(10)
+    })
+    .unwrap();
+    assert!(matches!(
+        without.publish(publication("r", "x")).await,
+        Err(EngineError::Unavailable(_))
+    ));
+    assert!(!without.ready().await);
+}
