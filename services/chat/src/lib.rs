@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
+use axum::serve::ListenerExt;
 use chat_auth::{Auth, AuthConfig, LimitsConfig};
 use chat_engine::{Engine, EngineConfig};
 use chat_gateway::Gateway;
@@ -139,7 +140,10 @@ pub async fn run(
         }
     };
     axum::serve(
-        listener,
+        // Frames are batched per write already; Nagle would only add delay (up to 40 ms).
+        listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        }),
         app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
     )
     .with_graceful_shutdown(drained)

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
+use axum::serve::ListenerExt;
 use chat_auth::{Auth, AuthConfig, LimitsConfig};
 use chat_engine::{Engine, EngineConfig};
 use chat_telemetry::{Metrics, TelemetryConfig};
@@ -124,6 +125,9 @@ pub async fn run(
         shutdown.await;
         gw.start_draining();
     };
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, app)
         .with_graceful_shutdown(stopping)
         .await

@@ -26,6 +26,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use chat_auth::{Auth, AuthConfig, LimitsConfig};
 use chat_engine::{BusHandler, Engine, EngineConfig};
 use chat_protocol::http::{ErrorBody, ErrorDetail};
@@ -374,7 +375,10 @@ pub async fn run(
         }
     };
     axum::serve(
-        listener,
+        // Frames are batched per write already; Nagle would only add delay (up to 40 ms).
+        listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        }),
         app.into_make_service_with_connect_info::<SocketAddr>(),
     )
     .with_graceful_shutdown(drained)
