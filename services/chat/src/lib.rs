@@ -115,22 +115,14 @@ pub async fn run(
     chat: Chat,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let engine = chat.gateway.engine.clone();
     chat_telemetry::spawn_engine_probe(
         chat.gateway.metrics.clone(),
-        Arc::new(move || {
-            let engine = engine.clone();
-            Box::pin(async move { engine.ready().await })
-        }),
+        chat_telemetry::ready_fn(
+            chat.gateway.engine.clone(),
+            |e| async move { e.ready().await },
+        ),
     );
-    let mut app = chat.router();
-    match internal {
-        Some(internal) => {
-            let ops = chat.ops();
-            tokio::spawn(async move { axum::serve(internal, ops).await });
-        }
-        None => app = app.merge(chat.ops()),
-    }
+    let app = chat_telemetry::with_ops(chat.router(), chat.ops(), internal);
     let drained = {
         let (gateway, realtime) = (chat.gateway.clone(), chat.realtime.clone());
         async move {

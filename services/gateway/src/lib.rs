@@ -86,13 +86,9 @@ pub fn router(gw: Arc<Gateway>) -> Router {
 }
 
 pub fn ops(gw: &Arc<Gateway>) -> Router {
-    let ready_gw = gw.clone();
     chat_telemetry::ops_router(
         gw.metrics.clone(),
-        Arc::new(move || {
-            let gw = ready_gw.clone();
-            Box::pin(async move { gw.ready().await })
-        }),
+        chat_telemetry::ready_fn(gw.clone(), |gw| async move { gw.ready().await }),
     )
 }
 
@@ -104,22 +100,11 @@ pub async fn run(
     gw: Arc<Gateway>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let engine = gw.engine.clone();
     chat_telemetry::spawn_engine_probe(
         gw.metrics.clone(),
-        Arc::new(move || {
-            let engine = engine.clone();
-            Box::pin(async move { engine.ready().await })
-        }),
+        chat_telemetry::ready_fn(gw.engine.clone(), |e| async move { e.ready().await }),
     );
-    let mut app = router(gw.clone());
-    match internal {
-        Some(internal) => {
-            let ops = ops(&gw);
-            tokio::spawn(async move { axum::serve(internal, ops).await });
-        }
-        None => app = app.merge(ops(&gw)),
-    }
+    let app = chat_telemetry::with_ops(router(gw.clone()), ops(&gw), internal);
     // Readiness turns 503 first, then in-flight requests finish.
     let stopping = async move {
         shutdown.await;

@@ -334,13 +334,9 @@ async fn upgrade(
 
 /// The ops routes of a process whose readiness is this realtime's.
 pub fn ops(rt: &Arc<Realtime>) -> Router {
-    let ready_rt = rt.clone();
     chat_telemetry::ops_router(
         rt.metrics.clone(),
-        Arc::new(move || {
-            let rt = ready_rt.clone();
-            Box::pin(async move { rt.ready().await })
-        }),
+        chat_telemetry::ready_fn(rt.clone(), |rt| async move { rt.ready().await }),
     )
 }
 
@@ -351,22 +347,11 @@ pub async fn run(
     rt: Arc<Realtime>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let hub = rt.hub.clone();
     chat_telemetry::spawn_engine_probe(
         rt.metrics.clone(),
-        Arc::new(move || {
-            let hub = hub.clone();
-            Box::pin(async move { hub.engine().ready().await })
-        }),
+        chat_telemetry::ready_fn(rt.hub.clone(), |h| async move { h.engine().ready().await }),
     );
-    let mut app = router(rt.clone());
-    match internal {
-        Some(internal) => {
-            let ops = ops(&rt);
-            tokio::spawn(async move { axum::serve(internal, ops).await });
-        }
-        None => app = app.merge(ops(&rt)),
-    }
+    let app = chat_telemetry::with_ops(router(rt.clone()), ops(&rt), internal);
     let drained = {
         let rt = rt.clone();
         async move {

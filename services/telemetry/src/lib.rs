@@ -217,6 +217,31 @@ impl Metrics {
 pub type ReadyFn =
     std::sync::Arc<dyn Fn() -> futures_util::future::BoxFuture<'static, bool> + Send + Sync>;
 
+/// A [`ReadyFn`] from shared state and an async check of it.
+pub fn ready_fn<T, Fut>(state: T, check: fn(T) -> Fut) -> ReadyFn
+where
+    T: Clone + Send + Sync + 'static,
+    Fut: Future<Output = bool> + Send + 'static,
+{
+    std::sync::Arc::new(move || Box::pin(check(state.clone())))
+}
+
+/// Puts the ops routes on the internal listener when there is one (serving them there),
+/// else beside the public routes.
+pub fn with_ops(
+    app: axum::Router,
+    ops: axum::Router,
+    internal: Option<tokio::net::TcpListener>,
+) -> axum::Router {
+    match internal {
+        Some(listener) => {
+            tokio::spawn(async move { axum::serve(listener, ops).await });
+            app
+        }
+        None => app.merge(ops),
+    }
+}
+
 /// Probes the engine every two seconds into `chat_engine_ready`, so an outage shows on
 /// dashboards and alerts even when nobody asks `/readyz`.
 pub fn spawn_engine_probe(metrics: std::sync::Arc<Metrics>, engine_ready: ReadyFn) {
