@@ -78,7 +78,9 @@ echo "== end-to-end (headless Chromium, real chat, real Redis)"
 for tool in redis-server /usr/bin/chromium; do
   command -v "$tool" >/dev/null || { fail 1 "$tool is missing: apt-get install -y chromium redis-server"; finish; }
 done
-if [ -z "${CHAT_BIN:-}" ] && [ ! -x "$ROOT/target/debug/chat" ]; then
+# cargo puts the binary under CARGO_TARGET_DIR when that is set.
+export CHAT_BIN="${CHAT_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/debug/chat}"
+if [ ! -x "$CHAT_BIN" ]; then
   echo "== cargo build -p chat"
   (cd "$ROOT" && cargo build -p chat) || { fail 1 "cargo build -p chat"; finish; }
 fi
