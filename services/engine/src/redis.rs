@@ -351,14 +351,8 @@ impl RedisEngine {
         user: &str,
         event: PresenceEvent,
     ) -> Result<()> {
-        let mut con = self.cmd.clone();
-        timed(
-            redis::cmd("PUBLISH")
-                .arg(self.bus_channel(room))
-                .arg(bus::encode_presence(user, event))
-                .query_async::<()>(&mut con),
-        )
-        .await
+        self.publish_raw(self.bus_channel(room), bus::encode_presence(user, event))
+            .await
     }
 
     fn bus_channel(&self, channel: &str) -> String {
@@ -500,26 +494,26 @@ impl RedisEngine {
         timed(sub.unsubscribe(name)).await
     }
 
-    pub async fn publish_typing(&self, channel: &str, user: &str) -> Result<()> {
+    /// PUBLISH of a payload that is not stored (typing, presence, control).
+    async fn publish_raw(&self, bus_channel: String, payload: String) -> Result<()> {
         let mut con = self.cmd.clone();
         timed(
             redis::cmd("PUBLISH")
-                .arg(self.bus_channel(channel))
-                .arg(format!("t{user}"))
+                .arg(bus_channel)
+                .arg(payload)
                 .query_async::<()>(&mut con),
         )
         .await
     }
 
+    pub async fn publish_typing(&self, channel: &str, user: &str) -> Result<()> {
+        self.publish_raw(self.bus_channel(channel), format!("t{user}"))
+            .await
+    }
+
     pub async fn publish_control(&self, control: &Control) -> Result<()> {
-        let mut con = self.cmd.clone();
-        timed(
-            redis::cmd("PUBLISH")
-                .arg(self.control_channel())
-                .arg(control.encode())
-                .query_async::<()>(&mut con),
-        )
-        .await
+        self.publish_raw(self.control_channel(), control.encode())
+            .await
     }
 
     pub async fn ready(&self) -> bool {

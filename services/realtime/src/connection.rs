@@ -35,7 +35,7 @@ pub async fn serve(rt: Arc<Realtime>, io: Io, encoding: Encoding) {
     // The write half of fastwebsockets' pair is unused: see the module comment.
     let (mut reader, _) =
         fastwebsockets::after_handshake_split(read, tokio::io::sink(), Role::Server);
-    reader.set_max_message_size(rt.max_frame_bytes);
+    reader.set_max_message_size(rt.max_frame_bytes());
     reader.set_auto_pong(true);
     reader.set_auto_close(true);
 
@@ -72,31 +72,24 @@ pub async fn serve(rt: Arc<Realtime>, io: Io, encoding: Encoding) {
         rt.hub.disconnect(conn).await;
     }
     rt.metrics.ws_connections.dec();
-    let limit = match close.map(|c| c.code) {
-        Some(1009) => Some("frame_size"),
-        Some(1013) => Some("slow_consumer"),
-        Some(4408) => Some("connect_timeout"),
-        Some(1001) => Some("idle"),
-        _ => None,
-    };
+    let (reason, limit) = close_labels(close);
     if let Some(limit) = limit {
         rt.limit_hit(limit);
     }
-    rt.metrics
-        .ws_closes
-        .with_label_values(&[close_reason(close)])
-        .inc();
+    rt.metrics.ws_closes.with_label_values(&[reason]).inc();
 }
 
-fn close_reason(close: Option<Close>) -> &'static str {
+/// The `chat_ws_closes_total` reason of a close, and the limit it counts against, if any.
+fn close_labels(close: Option<Close>) -> (&'static str, Option<&'static str>) {
     match close.map(|c| c.code) {
-        Some(1000) | Some(1001) | None => "normal",
-        Some(1008) => "policy",
-        Some(1009) => "too_large",
-        Some(1012) => "drain",
-        Some(1013) => "slow_consumer",
-        Some(4408) => "connect_timeout",
-        Some(_) => "error",
+        Some(1000) | None => ("normal", None),
+        Some(1001) => ("idle", Some("idle")),
+        Some(1008) => ("policy", None),
+        Some(1009) => ("too_large", Some("frame_size")),
+        Some(1012) => ("drain", None),
+        Some(1013) => ("slow_consumer", Some("slow_consumer")),
+        Some(4408) => ("connect_timeout", Some("connect_timeout")),
+        Some(_) => ("error", None),
     }
 }
 
@@ -273,7 +266,7 @@ impl Session {
                     };
                     // Checked before copying: a flood of fragments is refused without
                     // buffering more than the limit.
-                    if p.data.len() + frame.payload.len() > self.rt.max_frame_bytes {
+                    if p.data.len() + frame.payload.len() > self.rt.max_frame_bytes() {
                         self.queue.close(Close {
                             code: 1009,
                             reason: "message too large",
@@ -511,11 +504,13 @@ impl Session {
                 text,
                 cid,
             } => {
-                codec::check_text(&text, self.rt.max_message_bytes).inspect_err(|e| {
-                    if e.code == ErrorCode::TooLarge {
-                        self.rt.limit_hit("text_size");
-                    }
-                })?;
+                codec::check_text(&text, self.rt.limits.max_message_bytes as usize).inspect_err(
+                    |e| {
+                        if e.code == ErrorCode::TooLarge {
+                            self.rt.limit_hit("text_size");
+                        }
+                    },
+                )?;
                 let (channel, ack_room) = match (room, to) {
                     (Some(room), None) => {
                         let channel = self.authorize_room(&room)?;

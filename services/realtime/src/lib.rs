@@ -110,8 +110,6 @@ pub struct Realtime {
     pub metrics: Arc<Metrics>,
     pub timing: Timing,
     pub limits: LimitsConfig,
-    pub max_message_bytes: usize,
-    pub max_frame_bytes: usize,
     pub drain_window: Duration,
     draining: AtomicBool,
     replica: String,
@@ -140,14 +138,11 @@ impl Realtime {
             Arc::downgrade(&hub),
             engine.presence_refresh_every(),
         ));
-        let max_message_bytes = limits.max_message_bytes as usize;
         Ok(Arc::new(Realtime {
             hub,
             auth,
             metrics,
             timing: options.timing,
-            max_message_bytes,
-            max_frame_bytes: chat_protocol::codec::max_frame_bytes(max_message_bytes),
             limits,
             drain_window: options.drain,
             draining: AtomicBool::new(false),
@@ -156,6 +151,12 @@ impl Realtime {
             started: Instant::now(),
             per_ip: parking_lot::Mutex::new(std::collections::HashMap::new()),
         }))
+    }
+
+    /// The largest frame (and reassembled message) a client may send: the text limit
+    /// plus room for the envelope.
+    pub fn max_frame_bytes(&self) -> usize {
+        chat_protocol::codec::max_frame_bytes(self.limits.max_message_bytes as usize)
     }
 
     /// Counts a limit hit (`chat_limit_hits_total{limit}`).
