@@ -15,6 +15,7 @@ fn a_bad_setting_stops_it_with_exit_64_naming_the_setting() {
         ("CHAT_LOG_FORMAT", "xml"),
         ("CHAT_REDIS_PREFIX", "has space"),
         ("CHAT_JWT_SECRET", "short"),
+        ("CHAT_REDIS_CA_FILE", "/nonexistent/ca.pem"),
     ] {
         let out = Command::new(BIN)
             .env_clear()

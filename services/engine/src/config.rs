@@ -7,6 +7,11 @@ pub struct EngineConfig {
     #[arg(long, env = "CHAT_REDIS_URL")]
     pub redis_url: Option<String>,
 
+    /// PEM file of the CA that signed the Redis server's certificate, for `rediss://`
+    /// to a private CA. Unset: the system's trusted roots.
+    #[arg(long, env = "CHAT_REDIS_CA_FILE", value_parser = parse_pem_file)]
+    pub redis_ca_file: Option<PemFile>,
+
     /// Prefix of every Redis key and channel, so deployments can share one Redis.
     #[arg(long, env = "CHAT_REDIS_PREFIX", default_value = "chat", value_parser = parse_prefix)]
     pub redis_prefix: String,
@@ -29,6 +34,7 @@ impl Default for EngineConfig {
     fn default() -> Self {
         Self {
             redis_url: None,
+            redis_ca_file: None,
             redis_prefix: "chat".into(),
             history_size: 1000,
             history_ttl_secs: 86_400,
@@ -46,4 +52,25 @@ fn parse_prefix(s: &str) -> Result<String, String> {
     } else {
         Err("use 1 or more of A-Z a-z 0-9 _ - . :".into())
     }
+}
+
+/// A PEM file read at start, so a missing or wrong file stops the process there.
+#[derive(Clone)]
+pub struct PemFile(pub Vec<u8>);
+
+impl std::fmt::Debug for PemFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PemFile({} bytes)", self.0.len())
+    }
+}
+
+fn parse_pem_file(path: &str) -> Result<PemFile, String> {
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read {path}: {e}"))?;
+    if !pem
+        .windows(b"-----BEGIN CERTIFICATE-----".len())
+        .any(|w| w == b"-----BEGIN CERTIFICATE-----")
+    {
+        return Err(format!("{path} holds no PEM certificate"));
+    }
+    Ok(PemFile(pem))
 }

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use chat_protocol::{ErrorCode, Message, ProtocolError};
 
 pub use bus::{BusHandler, Control, PresenceEvent};
-pub use config::EngineConfig;
+pub use config::{EngineConfig, PemFile};
 
 /// What a publisher asks to store and deliver on one channel.
 #[derive(Debug, Clone)]

@@ -28,7 +28,10 @@ use std::time::Duration;
 use chat_protocol::{Message, now_ms};
 use parking_lot::Mutex;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Client, IntoConnectionInfo, ProtocolVersion, PushKind, Script, Value};
+use redis::{
+    Client, ConnectionInfo, IntoConnectionInfo, ProtocolVersion, PushKind, Script, TlsCertificates,
+    Value,
+};
 
 use crate::bus::{self, Event, Stored};
 use crate::{
@@ -211,6 +214,25 @@ where
     Err(dropped.map(unavailable).expect("the loop ran"))
 }
 
+/// A client for `redis://` or `rediss://`; with `ca`, TLS trusts that CA instead of the
+/// system's roots.
+fn open_client(info: ConnectionInfo, ca: Option<&[u8]>) -> Result<Client> {
+    // rustls needs one process-wide crypto provider; a second install is refused,
+    // which is fine: one is there.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = match ca {
+        Some(pem) => Client::build_with_tls(
+            info,
+            TlsCertificates {
+                client_tls: None,
+                root_cert: Some(pem.to_vec()),
+            },
+        ),
+        None => Client::open(info),
+    };
+    client.map_err(|e| EngineError::Config(e.to_string()))
+}
+
 impl RedisEngine {
     /// Validates the URL and prepares lazy connections: the process starts even while
     /// Redis is down, and reports not ready until it answers.
@@ -218,14 +240,13 @@ impl RedisEngine {
         let info = url
             .into_connection_info()
             .map_err(|e| EngineError::Config(e.to_string()))?;
-        let client =
-            Client::open(info.clone()).map_err(|e| EngineError::Internal(e.to_string()))?;
+        let ca = config.redis_ca_file.as_ref().map(|pem| pem.0.as_slice());
+        let client = open_client(info.clone(), ca)?;
         let redis3 = info
             .redis_settings()
             .clone()
             .set_protocol(ProtocolVersion::RESP3);
-        let client3 = Client::open(info.set_redis_settings(redis3))
-            .map_err(|e| EngineError::Internal(e.to_string()))?;
+        let client3 = open_client(info.set_redis_settings(redis3), ca)?;
         let cmd = ConnectionManager::new_lazy_with_config(client, manager_config())
             .map_err(|e| EngineError::Internal(e.to_string()))?;
         Ok(Self {

@@ -490,3 +490,75 @@ async fn a_password_protected_redis_works_with_the_password_in_the_url() {
     ));
     assert!(!without.ready().await);
 }
+
+#[tokio::test]
+async fn rediss_with_an_acl_user_and_a_private_ca_works_and_nothing_less_does() {
+    let tls = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tls");
+    let redis = RedisServer::start_tls(
+        &tls.join("server.crt"),
+        &tls.join("server.key"),
+        &[
+            "--user",
+            "chat",
+            "on",
+            ">pw",
+            "~chat:*",
+            "&chat:*",
+            "+@all",
+            "-@dangerous",
+        ],
+    );
+    let url = |creds: &str| {
+        redis
+            .tls_url()
+            .replace("rediss://", &format!("rediss://{creds}"))
+    };
+    let ca = Some(chat_engine::PemFile(
+        std::fs::read(tls.join("ca.crt")).unwrap(),
+    ));
+
+    let engine = Engine::from_config(&EngineConfig {
+        redis_url: Some(url("chat:pw@")),
+        redis_ca_file: ca.clone(),
+        ..config(10)
+    })
+    .unwrap();
+    let rec = Arc::new(Recorder::default());
+    engine
+        .start_bus(Arc::downgrade(&(rec.clone() as Arc<dyn BusHandler>)))
+        .await
+        .unwrap();
+    engine.subscribe("r").await.unwrap();
+    let seq = engine
+        .publish(publication("r", "over tls"))
+        .await
+        .unwrap()
+        .seq;
+    assert_eq!(seq, 1);
+    wait_for(|| rec.messages.lock().len() == 1).await;
+    assert_eq!(rec.messages.lock()[0].text, "over tls");
+    assert!(engine.ready().await);
+
+    // The server's certificate is not signed by a system root, the password is wrong,
+    // or the client speaks plain text to the TLS port: each is refused, not ready.
+    for (url, ca) in [
+        (url("chat:pw@"), None),
+        (url("chat:wrong@"), ca.clone()),
+        (format!("redis://chat:pw@127.0.0.1:{}/", redis.port), None),
+    ] {
+        let engine = Engine::from_config(&EngineConfig {
+            redis_url: Some(url.clone()),
+            redis_ca_file: ca,
+            ..config(10)
+        })
+        .unwrap();
+        assert!(
+            matches!(
+                engine.publish(publication("r", "x")).await,
+                Err(EngineError::Unavailable(_))
+            ),
+            "{url}"
+        );
+        assert!(!engine.ready().await, "{url}");
+    }
+}

@@ -6,7 +6,7 @@
 //!   server's) speaking JSON or MessagePack.
 
 use std::net::TcpListener;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -39,14 +39,33 @@ impl RedisServer {
 
     /// Starts with extra arguments, e.g. `["--requirepass", "secret"]`.
     pub fn start_with(extra: &[&str]) -> RedisServer {
+        Self::start_on(free_port(), extra.iter().map(|s| s.to_string()).collect())
+    }
+
+    /// Starts with TLS only (no plain-text port), `cert` and `key` in PEM; connect with
+    /// [`RedisServer::tls_url`]. Clients need no certificate of their own.
+    pub fn start_tls(cert: &Path, key: &Path, extra: &[&str]) -> RedisServer {
         let port = free_port();
+        let mut args: Vec<String> = ["--port", "0", "--tls-port", &port.to_string()]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        for (flag, path) in [("--tls-cert-file", cert), ("--tls-key-file", key)] {
+            args.extend([flag.to_owned(), path.display().to_string()]);
+        }
+        args.extend(["--tls-auth-clients".into(), "no".into()]);
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Self::start_on(port, args)
+    }
+
+    fn start_on(port: u16, extra: Vec<String>) -> RedisServer {
         let dir = std::env::temp_dir().join(format!("chat-redis-{port}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let mut server = RedisServer {
             port,
             child: None,
             dir,
-            extra: extra.iter().map(|s| s.to_string()).collect(),
+            extra,
         };
         server.start_again();
         server
@@ -54,6 +73,12 @@ impl RedisServer {
 
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// The `rediss://` URL of a [`RedisServer::start_tls`] server, by the name its
+    /// certificate carries.
+    pub fn tls_url(&self) -> String {
+        format!("rediss://localhost:{}/", self.port)
     }
 
     /// Kills the server: it keeps nothing, like a Redis without persistence.
