@@ -16,7 +16,7 @@ use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing::Subscriber;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::fmt::format::{DefaultFields, Format, Full, JsonFields, Writer};
-use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, MakeWriter};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -135,20 +135,7 @@ pub fn init(
                 "off,chat=info,chat_gateway=info,chat_realtime=info,chat_engine=info,chat_telemetry=info",
             ))
     });
-    let logs = match format {
-        LogFormat::Text => tracing_subscriber::fmt::layer()
-            .with_writer(std::io::stderr)
-            .event_format(WithTraceId(Format::<Full>::default()))
-            .fmt_fields(DefaultFields::new())
-            .with_filter(filter)
-            .boxed(),
-        LogFormat::Json => tracing_subscriber::fmt::layer()
-            .with_writer(std::io::stderr)
-            .event_format(WithTraceId(Format::<Full>::default().json()))
-            .fmt_fields(JsonFields::new())
-            .with_filter(filter)
-            .boxed(),
-    };
+    let logs = log_layer(format, std::io::stderr).with_filter(filter);
     let installed = tracing_subscriber::registry()
         .with(logs)
         .with(otel)
@@ -163,20 +150,34 @@ pub fn init(
     })
 }
 
-/// The trace id of the innermost span around the current event, if it is traced.
-fn current_trace_id<S>(
-    ctx: &FmtContext<'_, S, impl for<'w> FormatFields<'w> + 'static>,
-) -> Option<String>
+/// Log lines in `format` to `writer`, with the trace id.
+fn log_layer<S, W>(format: LogFormat, writer: W) -> Box<dyn Layer<S> + Send + Sync>
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
+    match format {
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_writer(writer)
+            .event_format(WithTraceId(Format::<Full>::default()))
+            .fmt_fields(DefaultFields::new())
+            .boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .with_writer(writer)
+            .event_format(WithTraceId(Format::<Full>::default().json()))
+            .fmt_fields(JsonFields::new())
+            .boxed(),
+    }
+}
+
+/// The trace id of the innermost traced span entered on this thread. Entering a span
+/// makes its OpenTelemetry context current; the dispatcher cannot be asked here, as it
+/// is busy with the event being formatted.
+fn current_trace_id() -> Option<String> {
     if !exporting() {
         return None;
     }
-    let span = ctx.lookup_current()?;
-    let cx = tracing::dispatcher::get_default(|d| {
-        tracing_opentelemetry::get_otel_context(&span.id(), d)
-    })?;
+    let cx = opentelemetry::Context::current();
     let span_context = cx.span().span_context().clone();
     span_context
         .is_valid()
@@ -199,7 +200,7 @@ where
         mut writer: Writer<'_>,
         event: &tracing::Event<'_>,
     ) -> std::fmt::Result {
-        let Some(trace_id) = current_trace_id(ctx) else {
+        let Some(trace_id) = current_trace_id() else {
             return self.0.format_event(ctx, writer, event);
         };
         let mut line = String::new();
@@ -272,4 +273,116 @@ pub fn http_span(
     );
     set_parent(&span, &HeaderCarrier(headers));
     span
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    /// Log output captured in memory.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'a> MakeWriter<'a> for Captured {
+        type Writer = Captured;
+
+        fn make_writer(&'a self) -> Captured {
+            self.clone()
+        }
+    }
+
+    /// Runs `f` under a subscriber like [`init`]'s, with spans traced but exported
+    /// nowhere; returns the log lines.
+    fn traced(format: LogFormat, f: impl FnOnce()) -> Vec<String> {
+        EXPORTING.store(true, Ordering::Relaxed);
+        let provider = SdkTracerProvider::builder().build();
+        let out = Captured::default();
+        let subscriber = tracing_subscriber::registry()
+            .with(log_layer(format, out.clone()).with_filter(EnvFilter::new("info")))
+            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+        tracing::subscriber::with_default(subscriber, f);
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        text.lines().map(str::to_owned).collect()
+    }
+
+    fn trace_id_of_current() -> String {
+        tracing::Span::current()
+            .context()
+            .span()
+            .span_context()
+            .trace_id()
+            .to_string()
+    }
+
+    #[test]
+    fn text_lines_in_a_traced_span_end_with_its_trace_id() {
+        let mut id = String::new();
+        let lines = traced(LogFormat::Text, || {
+            tracing::info!("outside");
+            let span = tracing::info_span!("work");
+            let _in = span.enter();
+            id = trace_id_of_current();
+            tracing::info!(n = 1, "inside");
+        });
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert!(!lines[0].contains("trace_id"), "{}", lines[0]);
+        assert!(lines[1].contains("inside"), "{}", lines[1]);
+        assert!(
+            lines[1].ends_with(&format!(" trace_id={id}")),
+            "{}",
+            lines[1]
+        );
+        assert_eq!(id.len(), 32);
+    }
+
+    #[test]
+    fn json_lines_are_one_object_each_with_the_trace_id_inside_a_span() {
+        let mut id = String::new();
+        let lines = traced(LogFormat::Json, || {
+            tracing::info!("outside");
+            let span = tracing::info_span!("work", room_count = 2);
+            let _in = span.enter();
+            id = trace_id_of_current();
+            tracing::warn!(n = 1, "inside \"quoted\"");
+        });
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        let outside: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+        assert!(outside.get("trace_id").is_none(), "{outside}");
+        let inside: serde_json::Value = serde_json::from_str(&lines[1]).unwrap();
+        assert_eq!(inside["trace_id"], id.as_str());
+        assert_eq!(inside["fields"]["message"], "inside \"quoted\"");
+        assert_eq!(inside["level"], "WARN");
+    }
+
+    #[test]
+    fn a_span_given_a_propagated_context_joins_that_trace() {
+        let (mut publisher, mut deliverer) = (String::new(), String::new());
+        traced(LogFormat::Text, || {
+            let carrier = {
+                let span = tracing::info_span!("publish");
+                let _in = span.enter();
+                publisher = trace_id_of_current();
+                context_of_current().expect("a traced span has a context")
+            };
+            assert!(carrier["traceparent"].contains(&publisher));
+            let span = tracing::info_span!("deliver");
+            set_parent(&span, &carrier);
+            let _in = span.enter();
+            deliverer = trace_id_of_current();
+        });
+        assert_eq!(publisher, deliverer);
+    }
 }
