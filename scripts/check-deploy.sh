@@ -443,7 +443,10 @@ def dashboard_rules(outfile, *dashboards):
                 expr = re.sub(r"\$__(rate_interval|interval|range)", "5m", target["expr"])
                 metrics.update(re.findall(r"\b(chat_[a-z_]+)", expr))
                 rules.append({"record": f"dashboard:{dash['uid'].replace('-', '_')}:{len(rules)}", "expr": expr})
-    want = {"chat_ws_connections", "chat_messages_published_total", "chat_deliveries_total", "chat_http_requests_total"}
+    want = {"chat_ws_connections", "chat_messages_published_total", "chat_deliveries_total", "chat_http_requests_total",
+            "chat_delivery_latency_seconds_bucket", "chat_bus_publish_duration_seconds_bucket",
+            "chat_history_read_duration_seconds_bucket", "chat_redis_reconnects_total", "chat_engine_ready",
+            "chat_errors_total", "chat_limit_hits_total"}
     if not want <= metrics:
         fail(f"dashboards miss {want - metrics}")
     with open(outfile, "w") as f:

@@ -4,7 +4,7 @@ use chat_telemetry::{config_error, parse_config, shutdown_signal};
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
     let config: Config = parse_config();
-    chat_telemetry::init_logging(config.telemetry.log_format);
+    let _telemetry = chat_telemetry::init(&config.telemetry, "chat");
     let options = chat_realtime::Options::new(
         config.limits.clone(),
         config.engine.history_size,

@@ -11,14 +11,35 @@
 //!
 //! User ids, room names and epochs never contain a space, so the framing is unambiguous.
 
+use std::collections::HashMap;
+
 use chat_protocol::Message;
 pub use chat_protocol::frames::PresenceEvent;
 use serde::{Deserialize, Serialize};
+
+/// A W3C trace context (`traceparent`, `tracestate`): the publisher's span, so every
+/// replica's delivery joins the message's trace.
+pub type TraceContext = HashMap<String, String>;
+
+/// What a stored message's envelope carries besides the message itself.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Envelope {
+    pub trace: Option<TraceContext>,
+    /// Publish time in microseconds since the Unix epoch (finer than the message's
+    /// `ts`), for the delivery latency.
+    pub published_us: Option<u64>,
+}
 
 /// Receives what the bus delivers. The hub implements it; calls must not block.
 pub trait BusHandler: Send + Sync + 'static {
     /// A message of a subscribed channel, in seq order per channel.
     fn on_message(&self, message: Message);
+    /// A live message with its envelope; engines call this one. The default forgets
+    /// the envelope.
+    fn on_published(&self, message: Message, envelope: Envelope) {
+        let _ = envelope;
+        self.on_message(message);
+    }
     /// A typing notice on a subscribed channel.
     fn on_typing(&self, channel: &str, user: &str);
     /// A user came online in a room (first connection) or went offline (last one).
@@ -69,6 +90,12 @@ pub struct Stored {
     pub to: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cid: Option<String>,
+    /// The publisher's trace context.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tc: Option<TraceContext>,
+    /// Publish time in microseconds since the Unix epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub us: Option<u64>,
 }
 
 impl Stored {
@@ -78,6 +105,15 @@ impl Stored {
 
     pub fn decode(body: &[u8]) -> Option<Stored> {
         rmp_serde::from_slice(body).ok()
+    }
+
+    /// The message and its envelope.
+    pub fn into_parts(mut self, channel: &str, seq: u64, epoch: &str) -> (Message, Envelope) {
+        let envelope = Envelope {
+            trace: self.tc.take(),
+            published_us: self.us,
+        };
+        (self.into_message(channel, seq, epoch), envelope)
     }
 
     pub fn into_message(self, channel: &str, seq: u64, epoch: &str) -> Message {
@@ -97,7 +133,7 @@ impl Stored {
 /// One decoded bus payload of a channel.
 #[derive(Debug)]
 pub enum Event {
-    Message(Message),
+    Message(Message, Envelope),
     Typing(String),
     Presence(String, PresenceEvent),
 }
@@ -121,7 +157,8 @@ pub fn decode_event(channel: &str, payload: &[u8]) -> Option<Event> {
             let sp2 = rest.iter().position(|&b| b == b' ')?;
             let epoch = std::str::from_utf8(&rest[..sp2]).ok()?;
             let stored = Stored::decode(&rest[sp2 + 1..])?;
-            Some(Event::Message(stored.into_message(channel, seq, epoch)))
+            let (message, envelope) = stored.into_parts(channel, seq, epoch);
+            Some(Event::Message(message, envelope))
         }
         b't' => Some(Event::Typing(
             std::str::from_utf8(&payload[1..]).ok()?.to_owned(),
@@ -169,11 +206,14 @@ mod tests {
             ts: 5,
             to: None,
             cid: None,
+            tc: None,
+            us: None,
         };
         let mut payload = b"m42 EPOCH ".to_vec();
         payload.extend(stored.encode());
         match decode_event("general", &payload) {
-            Some(Event::Message(m)) => {
+            Some(Event::Message(m, envelope)) => {
+                assert_eq!(envelope, Envelope::default());
                 assert_eq!(
                     (m.seq, m.epoch.as_str(), m.text.as_str()),
                     (42, "EPOCH", "a b c")
@@ -189,5 +229,49 @@ mod tests {
         ));
         assert!(decode_event("r", b"px").is_none());
         assert!(decode_event("general", b"mx E \x80").is_none());
+    }
+
+    #[test]
+    fn the_envelope_carries_trace_context_and_publish_time_and_old_bodies_still_decode() {
+        let tc: TraceContext = [("traceparent".to_owned(), "00-ab-cd-01".to_owned())].into();
+        let stored = Stored {
+            from: "alice".into(),
+            text: "hi".into(),
+            ts: 5,
+            to: None,
+            cid: None,
+            tc: Some(tc.clone()),
+            us: Some(5_123),
+        };
+        let mut payload = b"m1 E ".to_vec();
+        payload.extend(stored.encode());
+        match decode_event("general", &payload) {
+            Some(Event::Message(m, envelope)) => {
+                assert_eq!(m.text, "hi");
+                assert_eq!(envelope.trace, Some(tc));
+                assert_eq!(envelope.published_us, Some(5_123));
+            }
+            other => panic!("{other:?}"),
+        }
+        // A body written before the envelope fields existed.
+        #[derive(Serialize)]
+        struct Old {
+            from: String,
+            text: String,
+            ts: u64,
+        }
+        let mut payload = b"m2 E ".to_vec();
+        payload.extend(
+            rmp_serde::to_vec_named(&Old {
+                from: "bob".into(),
+                text: "old".into(),
+                ts: 1,
+            })
+            .unwrap(),
+        );
+        assert!(matches!(
+            decode_event("general", &payload),
+            Some(Event::Message(m, e)) if m.text == "old" && e == Envelope::default()
+        ));
     }
 }

@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use chat_protocol::{ErrorCode, Message, ProtocolError};
 
-pub use bus::{BusHandler, Control, PresenceEvent};
+pub use bus::{BusHandler, Control, Envelope, PresenceEvent, TraceContext};
 pub use config::{EngineConfig, PemFile};
 
 /// What a publisher asks to store and deliver on one channel.
@@ -33,6 +33,16 @@ pub struct Publication {
     /// The receiver of a direct message.
     pub to: Option<String>,
     pub cid: Option<String>,
+    /// The publisher's trace context, carried to every replica's delivery.
+    pub trace: Option<TraceContext>,
+}
+
+/// Microseconds since the Unix epoch: the publish time in the envelope.
+pub fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
 }
 
 /// One live connection in one room: what a replica keeps alive in presence.

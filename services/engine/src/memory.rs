@@ -106,7 +106,11 @@ impl MemoryEngine {
         // Delivered under the lock: the next publish on this engine waits, so the hub
         // sees every channel's messages in seq order.
         if let Some(h) = self.handler_of(&message.room) {
-            h.on_message(message.clone());
+            let envelope = crate::Envelope {
+                trace: p.trace,
+                published_us: Some(crate::now_us()),
+            };
+            h.on_published(message.clone(), envelope);
         }
         Ok(message)
     }

@@ -391,6 +391,8 @@ impl RedisEngine {
             ts: now_ms(),
             to: p.to,
             cid: p.cid,
+            tc: p.trace,
+            us: Some(crate::now_us()),
         };
         let mut con = self.cmd.clone();
         let (seq, epoch): (u64, String) = timed(
@@ -592,7 +594,7 @@ async fn listen(
                 };
                 if let Some(channel) = name.strip_prefix(&bus_prefix) {
                     match bus::decode_event(channel, payload) {
-                        Some(Event::Message(m)) => handler.on_message(m),
+                        Some(Event::Message(m, envelope)) => handler.on_published(m, envelope),
                         Some(Event::Typing(user)) => handler.on_typing(channel, &user),
                         Some(Event::Presence(user, event)) => {
                             handler.on_presence(channel, &user, event)

@@ -55,6 +55,7 @@ fn publication(channel: &str, text: &str) -> Publication {
         text: text.into(),
         to: None,
         cid: None,
+        trace: None,
     }
 }
 

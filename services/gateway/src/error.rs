@@ -32,6 +32,10 @@ impl IntoResponse for ApiError {
                 message: self.0.message,
             },
         };
-        (status, Json(body)).into_response()
+        // The code rides along for the `chat_errors_total` count in the route layer.
+        let code = body.error.code;
+        let mut response = (status, Json(body)).into_response();
+        response.extensions_mut().insert(code);
+        response
     }
 }

@@ -8,7 +8,7 @@ use chat_telemetry::{Metrics, config_error, parse_config};
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
     let config: Config = parse_config();
-    chat_telemetry::init_logging(config.telemetry.log_format);
+    let _telemetry = chat_telemetry::init(&config.telemetry, "chat-gateway");
     if config.engine.redis_url.is_none() {
         config_error(
             "CHAT_REDIS_URL",

@@ -17,6 +17,7 @@ use chat_protocol::http::{
 };
 use chat_protocol::names::{validate_room, validate_user};
 use chat_protocol::{Channel, ErrorCode, Message, ProtocolError, codec};
+use tracing::Instrument;
 use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
@@ -44,8 +45,10 @@ pub fn router(gw: Arc<Gateway>) -> Router {
                     .get::<MatchedPath>()
                     .map(|m| m.as_str().to_owned())
                     .unwrap_or_else(|| "unmatched".into());
+                let span = chat_telemetry::trace::http_span(req.method(), &route, req.headers());
                 let start = Instant::now();
-                let response = next.run(req).await;
+                let response = next.run(req).instrument(span.clone()).await;
+                span.record("http.response.status_code", response.status().as_u16());
                 metrics
                     .http_requests
                     .with_label_values(&[route.as_str(), response.status().as_str()])
@@ -54,6 +57,9 @@ pub fn router(gw: Arc<Gateway>) -> Router {
                     .http_duration
                     .with_label_values(&[route.as_str()])
                     .observe(start.elapsed().as_secs_f64());
+                if let Some(code) = response.extensions().get::<ErrorCode>() {
+                    metrics.errors.with_label_values(&[code.as_str()]).inc();
+                }
                 response
             }
         }))
@@ -122,37 +128,45 @@ async fn publish(
     codec::check_text(&text, gw.max_message_bytes)?;
     let published = match channel {
         Channel::Room(room) => {
-            gw.engine
-                .publish(Publication {
+            store(
+                gw,
+                Publication {
                     channel: room.clone(),
                     from,
                     text,
                     to: None,
                     cid,
-                })
-                .await?
+                    trace: None,
+                },
+            )
+            .await?
         }
         Channel::User(to) => {
-            let m = gw
-                .engine
-                .publish(Publication {
+            let m = store(
+                gw,
+                Publication {
                     channel: channel.to_string(),
                     from: from.clone(),
                     text: text.clone(),
                     to: Some(to.clone()),
                     cid: cid.clone(),
-                })
-                .await?;
+                    trace: None,
+                },
+            )
+            .await?;
             if &from != to {
-                gw.engine
-                    .publish(Publication {
+                store(
+                    gw,
+                    Publication {
                         channel: format!("@{from}"),
                         from,
                         text,
                         to: Some(to.clone()),
                         cid,
-                    })
-                    .await?;
+                        trace: None,
+                    },
+                )
+                .await?;
             }
             m
         }
@@ -162,6 +176,13 @@ async fn publish(
         .with_label_values(&["http"])
         .inc();
     Ok(published)
+}
+
+/// One engine publish, timed, carrying the request's trace context to every replica.
+async fn store(gw: &Gateway, mut p: Publication) -> Result<Message> {
+    p.trace = chat_telemetry::trace::context_of_current();
+    let published = chat_telemetry::timed(&gw.metrics.bus_publish_duration, gw.engine.publish(p));
+    Ok(published.await?)
 }
 
 fn published(accept: Accept, m: &Message, with_ts: bool) -> Response {
@@ -317,7 +338,11 @@ async fn history(
         (Some(seq), None) => Range::After { seq, limit },
         (None, before) => Range::Before { seq: before, limit },
     };
-    let h = gw.engine.history(&room, range).await?;
+    let h = chat_telemetry::timed(
+        &gw.metrics.history_read_duration,
+        gw.engine.history(&room, range),
+    )
+    .await?;
     Ok(accept.reply(
         StatusCode::OK,
         &HistoryResponse {

@@ -557,18 +557,15 @@ impl Session {
         to: Option<String>,
         cid: Option<String>,
     ) -> Result<chat_protocol::Message, ProtocolError> {
-        let m = self
-            .rt
-            .hub
-            .engine()
-            .publish(Publication {
-                channel: channel.to_owned(),
-                from: conn.user.clone(),
-                text: text.to_owned(),
-                to,
-                cid,
-            })
-            .await?;
+        let p = Publication {
+            channel: channel.to_owned(),
+            from: conn.user.clone(),
+            text: text.to_owned(),
+            to,
+            cid,
+            trace: None,
+        };
+        let m = crate::trace::publish(&self.rt, p).await?;
         self.rt
             .metrics
             .messages_published

@@ -10,7 +10,9 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chat_engine::{BusHandler, Control, Engine, Head, PresenceEntry, PresenceEvent, Range};
+use chat_engine::{
+    BusHandler, Control, Engine, Envelope, Head, PresenceEntry, PresenceEvent, Range,
+};
 use chat_protocol::{Encoding, Message, ProtocolError, ServerFrame, Since};
 use chat_telemetry::Metrics;
 use parking_lot::{Mutex, RwLock};
@@ -157,17 +159,18 @@ impl Hub {
                 .head(channel)
                 .await
                 .map(|head| (head, Vec::new())),
-            Some(s) => self
-                .engine
-                .history(
+            Some(s) => chat_telemetry::timed(
+                &self.metrics.history_read_duration,
+                self.engine.history(
                     channel,
                     Range::After {
                         seq: s.seq,
                         limit: self.history_limit,
                     },
-                )
-                .await
-                .map(|h| (h.head, h.messages)),
+                ),
+            )
+            .await
+            .map(|h| (h.head, h.messages)),
         };
         let (head, messages) = match read {
             Ok(r) => r,
@@ -491,6 +494,13 @@ fn recoverable(since: &Since, head: &Head, messages: &[Message]) -> bool {
 }
 
 impl BusHandler for Hub {
+    fn on_published(&self, msg: Message, envelope: Envelope) {
+        let published_us = crate::trace::published_us(&msg, &envelope);
+        let _span = crate::trace::delivery_span(&msg, &envelope).entered();
+        self.on_message(msg);
+        crate::trace::delivered(&self.metrics, published_us);
+    }
+
     fn on_message(&self, msg: Message) {
         let Some(members) = self.channels.read().get(&msg.room).cloned() else {
             return;
@@ -568,6 +578,7 @@ impl BusHandler for Hub {
     /// Messages published while the bus was down never reached us: compare each
     /// channel's head with what we delivered and repair the difference.
     fn on_bus_restored(&self) {
+        self.metrics.redis_reconnects.inc();
         let Some(hub) = self.me.upgrade() else { return };
         let known: Vec<(String, String, u64)> = self
             .channels

@@ -5,6 +5,7 @@
 //! - [`connection`]: one connection's reader (frames → commands) and writer (batched).
 //! - [`send_queue`]: a connection's bounded queue of ready-to-write frames.
 //! - [`frame`]: server frames, WebSocket-framed once and shared by every recipient.
+//! - [`trace`]: spans of sends and deliveries (one trace per message), delivery latency.
 //!
 //! [`run`] serves `/ws` (and the ops routes) until the shutdown future resolves; the
 //! all-in-one `chat` mounts [`router`] beside the gateway's routes instead.
@@ -15,6 +16,7 @@ pub mod frame;
 pub mod hub;
 pub mod rate;
 pub mod send_queue;
+pub mod trace;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -31,6 +31,22 @@ fn bad_settings_stop_it_with_exit_64_naming_the_setting() {
             ],
             "CHAT_REALTIME_ADDR",
         ),
+        (
+            vec![
+                ("CHAT_REDIS_URL", "redis://127.0.0.1:1/"),
+                ("CHAT_DEV_MODE", "true"),
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "not a url"),
+            ],
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+        ),
+        (
+            vec![
+                ("CHAT_REDIS_URL", "redis://127.0.0.1:1/"),
+                ("CHAT_DEV_MODE", "true"),
+                ("RUST_LOG", "chat=loud"),
+            ],
+            "RUST_LOG",
+        ),
     ] {
         let out = Command::new(BIN).env_clear().envs(envs).output().unwrap();
         assert_eq!(out.status.code(), Some(64), "{out:?}");

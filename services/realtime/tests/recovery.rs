@@ -66,6 +66,7 @@ async fn a_replica_killed_mid_stream_loses_no_message_for_anyone() {
                 text: n.to_string(),
                 to: None,
                 cid: None,
+                trace: None,
             })
             .await
             .unwrap();
@@ -140,6 +141,7 @@ async fn after_redis_loses_everything_nobody_is_told_recovery_succeeded() {
             text: text.into(),
             to: None,
             cid: None,
+            trace: None,
         })
     };
     let old = publish("old-1").await.unwrap();

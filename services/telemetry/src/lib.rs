@@ -1,5 +1,11 @@
 //! What every service shares at its edges: logging, the Prometheus registry, and the
 //! way a bad setting stops the process (one line naming it, exit status 64).
+//!
+//! - [`Metrics`]: every `chat_*` metric of a process, and the `/metrics` route.
+//! - [`trace`]: logs (text or JSON lines carrying the trace id) and the OpenTelemetry
+//!   span export, configured by the standard `OTEL_*` variables.
+
+pub mod trace;
 
 use std::net::SocketAddr;
 
@@ -28,17 +34,11 @@ pub enum LogFormat {
     Json,
 }
 
-/// Logs to stderr, filtered by `RUST_LOG` (default `info`).
-pub fn init_logging(format: LogFormat) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
-    };
+/// Starts logging and, when `OTEL_EXPORTER_OTLP_ENDPOINT` is set, span export; stops
+/// the process on a bad `RUST_LOG` or `OTEL_*` value. Keep the result alive until exit.
+pub fn init(config: &TelemetryConfig, service: &str) -> trace::Telemetry {
+    trace::init(config.log_format, service, &trace::TraceExport::default())
+        .unwrap_or_else(|e| config_error(e.setting, &e.message))
 }
 
 /// Parses the configuration from flags and `CHAT_*` variables; on a bad value prints
@@ -104,7 +104,54 @@ pub struct Metrics {
     pub http_duration: prometheus::HistogramVec,
     pub engine_ready: prometheus::IntGauge,
     pub limit_hits: prometheus::IntCounterVec,
+    /// Publish time (in the bus envelope) to the frame queued on every local
+    /// recipient's send queue: one observation per message per replica.
+    pub delivery_latency: prometheus::Histogram,
+    pub bus_publish_duration: prometheus::Histogram,
+    pub history_read_duration: prometheus::Histogram,
+    pub redis_reconnects: prometheus::IntCounter,
 }
+
+/// Label values known in advance: their series exist (at 0) from the start, so rates
+/// and alerts see them before the first occurrence.
+const PATHS: &[&str] = &["http", "ws"];
+const CLOSE_REASONS: &[&str] = &[
+    "normal",
+    "idle",
+    "policy",
+    "too_large",
+    "drain",
+    "slow_consumer",
+    "connect_timeout",
+    "error",
+];
+const ERROR_CODES: &[&str] = &[
+    "bad_request",
+    "unauthorized",
+    "forbidden",
+    "not_found",
+    "too_large",
+    "rate_limited",
+    "unavailable",
+    "internal",
+];
+const LIMITS: &[&str] = &[
+    "rate",
+    "slow_consumer",
+    "connections_per_user",
+    "connections_per_ip",
+    "rooms_per_connection",
+    "text_size",
+    "frame_size",
+    "origin",
+    "idle",
+    "connect_timeout",
+];
+
+/// Latency buckets from 0.25 ms to 5 s.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -192,6 +239,42 @@ impl Metrics {
         reg(Box::new(leaves.clone()));
         reg(Box::new(http_requests.clone()));
         reg(Box::new(http_duration.clone()));
+        let histogram = |name: &str, help: &str| {
+            let h = prometheus::Histogram::with_opts(
+                HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec()),
+            )
+            .unwrap();
+            reg(Box::new(h.clone()));
+            h
+        };
+        let delivery_latency = histogram(
+            "chat_delivery_latency_seconds",
+            "From a message's publish to its frame queued to every local recipient, per replica.",
+        );
+        let bus_publish_duration = histogram(
+            "chat_bus_publish_duration_seconds",
+            "Engine publish (store + PUBLISH) latency.",
+        );
+        let history_read_duration = histogram(
+            "chat_history_read_duration_seconds",
+            "Engine history read latency.",
+        );
+        let redis_reconnects = IntCounter::new(
+            "chat_redis_reconnects_total",
+            "Times the Redis pub/sub connection came back after an outage.",
+        )
+        .unwrap();
+        reg(Box::new(redis_reconnects.clone()));
+        for (vec, values) in [
+            (&messages_published, PATHS),
+            (&ws_closes, CLOSE_REASONS),
+            (&errors, ERROR_CODES),
+            (&limit_hits, LIMITS),
+        ] {
+            for v in values {
+                vec.with_label_values(&[v]);
+            }
+        }
         Self {
             registry,
             ws_connections,
@@ -205,12 +288,24 @@ impl Metrics {
             http_duration,
             engine_ready,
             limit_hits,
+            delivery_latency,
+            bus_publish_duration,
+            history_read_duration,
+            redis_reconnects,
         }
     }
 
     pub fn render(&self) -> String {
         render(&self.registry)
     }
+}
+
+/// Awaits `f` and observes how long it took in `histogram`.
+pub async fn timed<T>(histogram: &prometheus::Histogram, f: impl Future<Output = T>) -> T {
+    let timer = histogram.start_timer();
+    let out = f.await;
+    timer.observe_duration();
+    out
 }
 
 /// Answers `/readyz`: true while the process can serve.

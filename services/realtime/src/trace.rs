@@ -1,0 +1,93 @@
+//! What a replica records about each message it handles: the span of a WebSocket
+//! `send` (the root of the message's trace), the delivery span (one per message per
+//! replica, a child of the publisher's span through the envelope), and the delivery
+//! latency. Kept apart from the hub so the fan-out code stays about fan-out.
+
+use chat_engine::{EngineError, Envelope, Publication};
+use chat_protocol::Message;
+use chat_telemetry::Metrics;
+use chat_telemetry::trace::{context_of_current, exporting, set_parent};
+use tracing::Instrument;
+
+use crate::Realtime;
+
+/// Publishes what a client sent over its WebSocket: a traced, timed engine publish.
+pub async fn publish(rt: &Realtime, mut p: Publication) -> Result<Message, EngineError> {
+    let span = if exporting() {
+        tracing::info_span!("WS send", otel.kind = "server", channel = %p.channel)
+    } else {
+        tracing::Span::none()
+    };
+    async {
+        p.trace = context_of_current();
+        chat_telemetry::timed(&rt.metrics.bus_publish_duration, rt.hub.engine().publish(p)).await
+    }
+    .instrument(span)
+    .await
+}
+
+/// The span of one message's fan-out on this replica, continuing the publisher's
+/// trace. Made only while spans are exported: the fan-out is the hot path.
+pub fn delivery_span(msg: &Message, envelope: &Envelope) -> tracing::Span {
+    if !exporting() {
+        return tracing::Span::none();
+    }
+    let span = tracing::info_span!(
+        "deliver",
+        otel.kind = "consumer",
+        channel = %msg.room,
+        seq = msg.seq,
+    );
+    if let Some(trace) = &envelope.trace {
+        set_parent(&span, trace);
+    }
+    span
+}
+
+/// When the message was published, in µs since the Unix epoch: the envelope's time,
+/// or the message's millisecond `ts` from an older publisher.
+pub fn published_us(msg: &Message, envelope: &Envelope) -> u64 {
+    envelope.published_us.unwrap_or(msg.ts.saturating_mul(1000))
+}
+
+/// Records a fan-out that just queued the message to every local recipient. Clocks of
+/// publisher and replica are compared, so skew shows in the latency (clamped at 0).
+pub fn delivered(metrics: &Metrics, published_us: u64) {
+    let latency_us = chat_engine::now_us().saturating_sub(published_us);
+    metrics
+        .delivery_latency
+        .observe(latency_us as f64 / 1_000_000.0);
+    tracing::debug!(latency_us, "message delivered");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latency_comes_from_the_envelope_or_else_the_message_ts() {
+        let msg = Message {
+            room: "r".into(),
+            seq: 1,
+            epoch: "e".into(),
+            from: "a".into(),
+            text: "t".into(),
+            ts: 7,
+            to: None,
+            cid: None,
+        };
+        assert_eq!(published_us(&msg, &Envelope::default()), 7_000);
+        let envelope = Envelope {
+            trace: None,
+            published_us: Some(7_123),
+        };
+        assert_eq!(published_us(&msg, &envelope), 7_123);
+
+        let metrics = Metrics::new();
+        delivered(&metrics, chat_engine::now_us() + 10_000_000);
+        delivered(&metrics, chat_engine::now_us() - 2_000);
+        assert_eq!(metrics.delivery_latency.get_sample_count(), 2);
+        // A publisher clock ahead of ours counts as 0, not as a huge latency.
+        assert!(metrics.delivery_latency.get_sample_sum() < 1.0);
+    }
+}
