@@ -77,6 +77,13 @@ pub struct LimitsConfig {
     /// with 1013; it reconnects and recovers).
     #[arg(long, env = "CHAT_SEND_QUEUE_BYTES", default_value_t = 1 << 20, value_parser = clap::value_parser!(u32).range(4096..))]
     pub send_queue_bytes: u32,
+
+    /// Not a limit but the fan-out's trade: milliseconds a connection's writer waits
+    /// after the first frame of a batch, so that frames arriving meanwhile share one
+    /// write. 0 writes at once (lowest latency); a few ms cut the CPU per delivery in
+    /// busy rooms.
+    #[arg(long, env = "CHAT_WRITE_DELAY_MS", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=1000))]
+    pub write_delay_ms: u32,
 }
 
 impl Default for LimitsConfig {
@@ -89,6 +96,7 @@ impl Default for LimitsConfig {
             rate_limit_per_sec: 20,
             rate_limit_burst: 40,
             send_queue_bytes: 1 << 20,
+            write_delay_ms: 0,
         }
     }
 }

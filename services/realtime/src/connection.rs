@@ -3,7 +3,8 @@
 //!
 //! fastwebsockets reads (its `read_frame` is not cancel-safe, so it is never raced in
 //! `select!`: a connection we give up on is aborted whole). Writes bypass it: every
-//! server frame is already a complete WebSocket frame in the queue.
+//! server frame is already a complete WebSocket frame, written straight into the
+//! socket by whoever pushes it or, when the socket is busy, by the writer.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -17,24 +18,26 @@ use chat_protocol::{Channel, ClientFrame, Encoding, ErrorCode, ProtocolError, Se
 use fastwebsockets::{Frame, OpCode, Role, WebSocketError};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use crate::frame;
 use crate::hub::Conn;
 use crate::rate::{TokenBucket, Verdict};
 use crate::send_queue::{Close, SendQueue};
+use crate::socket::{self, ReadHalf, Socket};
 use crate::{Realtime, Timing};
-
-type Io = TokioIo<Upgraded>;
 
 const POLICY: u16 = 1008;
 
 /// Serves one upgraded connection until it closes.
-pub async fn serve(rt: Arc<Realtime>, io: Io, encoding: Encoding) {
-    let (read, write) = tokio::io::split(io);
+pub async fn serve(rt: Arc<Realtime>, upgraded: TokioIo<Upgraded>, encoding: Encoding) {
+    let Some((read_half, socket)) = socket::from_upgraded(upgraded) else {
+        // Every listener of ours is a TcpListener under axum::serve.
+        tracing::error!("an upgraded connection is not a TCP stream: dropped");
+        return;
+    };
     // The write half of fastwebsockets' pair is unused: see the module comment.
     let (mut reader, _) =
-        fastwebsockets::after_handshake_split(read, tokio::io::sink(), Role::Server);
+        fastwebsockets::after_handshake_split(read_half, tokio::io::sink(), Role::Server);
     reader.set_max_message_size(rt.max_frame_bytes());
     reader.set_auto_pong(true);
     reader.set_auto_close(true);
@@ -59,7 +62,7 @@ pub async fn serve(rt: Arc<Realtime>, io: Io, encoding: Encoding) {
     let read_task = tokio::spawn(session.read_loop(reader));
     let abort = read_task.abort_handle();
 
-    let close = write_loop(write, &queue, &last_seen, &rt).await;
+    let close = write_loop(&socket, &queue, &last_seen, &rt).await;
     // The reader ends when the client answers our close; past a grace period the
     // connection is dead and the reader is dropped.
     if tokio::time::timeout(Duration::from_secs(1), read_task)
@@ -88,6 +91,7 @@ fn close_labels(close: Option<Close>) -> (&'static str, Option<&'static str>) {
         Some(1009) => ("too_large", Some("frame_size")),
         Some(1012) => ("drain", None),
         Some(1013) => ("slow_consumer", Some("slow_consumer")),
+        Some(1006) => ("lost", None),
         Some(4408) => ("connect_timeout", Some("connect_timeout")),
         Some(_) => ("error", None),
     }
@@ -95,8 +99,8 @@ fn close_labels(close: Option<Close>) -> (&'static str, Option<&'static str>) {
 
 /// Drains the queue into the socket, one write per batch; pings the client and closes
 /// a connection that stopped answering. Returns the close it sent.
-async fn write_loop<W: AsyncWrite + Unpin>(
-    mut w: W,
+async fn write_loop(
+    socket: &Socket,
     queue: &SendQueue,
     last_seen: &AtomicU64,
     rt: &Realtime,
@@ -107,6 +111,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
         write_timeout,
         ..
     } = rt.timing;
+    let write_delay = Duration::from_millis(rt.limits.write_delay_ms.into());
     let mut batch: Vec<Bytes> = Vec::new();
     let mut buf: Vec<u8> = Vec::new();
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
@@ -123,6 +128,11 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                 }
             }
         };
+        if close.is_none() && !write_delay.is_zero() && !batch.is_empty() {
+            // Frames that arrive meanwhile share this write.
+            tokio::time::sleep(write_delay).await;
+            close = queue.take(&mut batch);
+        }
         if !batch.is_empty() {
             let bytes: &[u8] = if batch.len() == 1 {
                 &batch[0]
@@ -133,15 +143,32 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                 }
                 &buf
             };
-            match tokio::time::timeout(write_timeout, w.write_all(bytes)).await {
-                Ok(Ok(())) => {}
-                _ => {
-                    close = close.or(Some(Close {
-                        code: 1013,
-                        reason: "write timed out",
-                    }));
-                    return close;
+            // Most writes fit the socket buffer at once: only a rest that does not
+            // needs the timer.
+            let written = match socket.try_write(bytes) {
+                Ok(n) if n == bytes.len() => Ok(Ok(())),
+                Ok(n) => tokio::time::timeout(write_timeout, socket.write_all(&bytes[n..])).await,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    tokio::time::timeout(write_timeout, socket.write_all(bytes)).await
                 }
+                Err(e) => Ok(Err(e)),
+            };
+            let failed = match written {
+                Ok(Ok(())) => None,
+                Ok(Err(_)) => Some(Close {
+                    code: 1006,
+                    reason: "connection lost",
+                }),
+                Err(_) => Some(Close {
+                    code: 1013,
+                    reason: "write timed out",
+                }),
+            };
+            if let Some(failed) = failed {
+                let c = close.unwrap_or(failed);
+                // Nothing more is queued for a connection that is gone.
+                queue.close(c);
+                return Some(c);
             }
             batch.clear();
             if buf.capacity() > 1 << 20 {
@@ -149,11 +176,12 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             }
         }
         if let Some(c) = close {
-            let _ = tokio::time::timeout(Duration::from_secs(1), async {
-                w.write_all(&frame::close(c.code, c.reason)).await?;
-                w.shutdown().await
-            })
+            let _ = tokio::time::timeout(
+                Duration::from_secs(1),
+                socket.write_all(&frame::close(c.code, c.reason)),
+            )
             .await;
+            socket.shutdown_write();
             return Some(c);
         }
     }
@@ -177,7 +205,7 @@ struct Partial {
 }
 
 impl Session {
-    async fn read_loop(self, mut reader: fastwebsockets::WebSocketRead<tokio::io::ReadHalf<Io>>) {
+    async fn read_loop(self, mut reader: fastwebsockets::WebSocketRead<ReadHalf>) {
         let connect_deadline = tokio::time::Instant::now() + self.rt.timing.connect_timeout;
         let mut partial: Option<Partial> = None;
         let queue = self.queue.clone();

@@ -16,6 +16,7 @@ pub mod frame;
 pub mod hub;
 pub mod rate;
 pub mod send_queue;
+pub mod socket;
 pub mod trace;
 
 use std::net::SocketAddr;

@@ -87,6 +87,14 @@ impl SendQueue {
         self.state.lock().close.is_some()
     }
 
+    /// Moves every queued frame into `out` without waiting; returns the close, if any.
+    pub fn take(&self, out: &mut Vec<Bytes>) -> Option<Close> {
+        let mut s = self.state.lock();
+        out.extend(s.frames.drain(..));
+        s.bytes = 0;
+        s.close
+    }
+
     /// Waits for frames or a close; moves every queued frame into `out`. Cancel-safe:
     /// nothing is taken until the wait is over.
     pub async fn next(&self, out: &mut Vec<Bytes>) -> Option<Close> {

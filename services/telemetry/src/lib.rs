@@ -123,6 +123,7 @@ const CLOSE_REASONS: &[&str] = &[
     "drain",
     "slow_consumer",
     "connect_timeout",
+    "lost",
     "error",
 ];
 const ERROR_CODES: &[&str] = &[
