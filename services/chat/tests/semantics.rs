@@ -474,3 +474,36 @@ async fn split_history_paging() {
 async fn all_in_one_history_paging() {
     history_paging(&Topology::all_in_one().await).await;
 }
+
+/// With CHAT_WRITE_DELAY_MS, frames that arrive within the delay share writes: members
+/// still get every message once, in order, on both deployments.
+#[tokio::test]
+async fn a_write_delay_batches_without_losing_or_reordering() {
+    for split in [true, false] {
+        common::configure(|o| o.limits.write_delay_ms = 30);
+        let redis = RedisServer::start();
+        let t = if split {
+            Topology::split(&redis.url()).await
+        } else {
+            Topology::all_in_one().await
+        };
+        let mut members = Vec::new();
+        for i in 0..3 {
+            let (mut c, _) = WsClient::connect_as(&t.ws_url(0), &format!("m{i}"), i % 2 == 0).await;
+            c.join("batched").await;
+            members.push(c);
+        }
+        // Concurrent publishes: the messages arrive in bursts.
+        let texts: Vec<String> = (0..30).map(|i| format!("n{i}")).collect();
+        futures_util::future::join_all(texts.iter().map(|x| publish(&t, "batched", x))).await;
+        for c in &mut members {
+            let mut seqs = Vec::new();
+            while seqs.len() < 30 {
+                if let ServerFrame::Message(m) = c.recv().await {
+                    seqs.push(m.seq);
+                }
+            }
+            assert_eq!(seqs, (1..=30).collect::<Vec<_>>(), "split: {split}");
+        }
+    }
+}
