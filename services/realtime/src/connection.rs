@@ -316,7 +316,9 @@ impl Session {
                 });
                 return;
             }
-            if self.handle(&payload, binary).await.is_err() || self.queue.is_closing() {
+            // Boxed: handling a frame (connect, join, publish) is a deep future, and
+            // inline it would make every idle connection's task that large (~4 KiB).
+            if Box::pin(self.handle(&payload, binary)).await.is_err() || self.queue.is_closing() {
                 return;
             }
         }
