@@ -342,3 +342,56 @@ async fn a_real_prometheus_answers_every_dashboard_expression_with_data() {
         assert!(prometheus.value(expr).await > 0.0, "{expr} is 0");
     }
 }
+
+/// The value of an unlabelled sample of a /metrics body.
+fn sample(body: &str, name: &str) -> f64 {
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{name} not in /metrics"))
+}
+
+#[tokio::test]
+async fn delivery_latency_is_observed_once_per_frame_written_to_a_member() {
+    let addr = spawn_chat(None).await;
+    let url = format!("ws://{addr}/ws");
+    let mut members = Vec::new();
+    for i in 0..3 {
+        let (mut c, _) = WsClient::connect_as(&url, &format!("reader{i}"), i == 0).await;
+        c.join("timed").await;
+        members.push(c);
+    }
+    let before = sample(
+        &metrics_of(addr).await,
+        "chat_delivery_latency_seconds_count",
+    );
+    let r = http()
+        .post(format!("http://{addr}/v1/rooms/timed/messages"))
+        .bearer_auth(API_KEY)
+        .json(&serde_json::json!({"text": "tick", "from": "clock"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    for c in &mut members {
+        c.recv_until(|f| matches!(f, ServerFrame::Message(_))).await;
+    }
+    // Observed right after the write returns: the client may read first.
+    let mut count = before;
+    for _ in 0..100 {
+        count = sample(
+            &metrics_of(addr).await,
+            "chat_delivery_latency_seconds_count",
+        );
+        if count >= before + 3.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(count, before + 3.0, "one observation per member");
+    let body = metrics_of(addr).await;
+    let sum = sample(&body, "chat_delivery_latency_seconds_sum");
+    assert!(
+        sum > 0.0 && sum < 3.0 * 10.0,
+        "latencies are plausible: {sum}"
+    );
+}

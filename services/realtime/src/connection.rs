@@ -10,7 +10,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use bytes::Bytes;
 use chat_auth::User;
 use chat_engine::Publication;
 use chat_protocol::names::validate_user;
@@ -22,7 +21,7 @@ use hyper_util::rt::TokioIo;
 use crate::frame;
 use crate::hub::Conn;
 use crate::rate::{TokenBucket, Verdict};
-use crate::send_queue::{Close, SendQueue};
+use crate::send_queue::{Close, Queued, SendQueue};
 use crate::socket::{self, ReadHalf, Socket};
 use crate::{Realtime, Timing};
 
@@ -112,7 +111,7 @@ async fn write_loop(
         ..
     } = rt.timing;
     let write_delay = Duration::from_millis(rt.limits.write_delay_ms.into());
-    let mut batch: Vec<Bytes> = Vec::new();
+    let mut batch: Vec<Queued> = Vec::new();
     let mut buf: Vec<u8> = Vec::new();
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
     loop {
@@ -123,7 +122,7 @@ async fn write_loop(
                 if idle > idle_timeout.as_millis() as u64 {
                     Some(Close { code: 1001, reason: "no answer to pings" })
                 } else {
-                    batch.push(frame::ping());
+                    batch.push((frame::ping(), 0));
                     None
                 }
             }
@@ -135,10 +134,10 @@ async fn write_loop(
         }
         if !batch.is_empty() {
             let bytes: &[u8] = if batch.len() == 1 {
-                &batch[0]
+                &batch[0].0
             } else {
                 buf.clear();
-                for b in &batch {
+                for (b, _) in &batch {
                     buf.extend_from_slice(b);
                 }
                 &buf
@@ -170,6 +169,7 @@ async fn write_loop(
                 queue.close(c);
                 return Some(c);
             }
+            crate::trace::written(&rt.metrics, &batch);
             batch.clear();
             if buf.capacity() > 1 << 20 {
                 buf = Vec::new();

@@ -421,8 +421,33 @@ impl Hub {
 }
 
 impl Hub {
+    /// Fans a bus message out, or holds it while a gap before it is repaired.
+    /// `published_us`: its publish time, 0 when unknown.
+    fn fan_out(&self, msg: Message, published_us: u64) {
+        let Some(members) = self.channels.read().get(&msg.room).cloned() else {
+            return;
+        };
+        let mut m = members.lock();
+        if let Some(waiting) = &mut m.repairing {
+            waiting.push(msg);
+            return;
+        }
+        if let Some((epoch, last)) = &m.last
+            && *epoch == msg.epoch
+            && msg.seq > last + 1
+        {
+            let from = *last;
+            let channel = msg.room.clone();
+            m.repairing = Some(vec![msg]);
+            drop(m);
+            self.repair(channel, from);
+            return;
+        }
+        self.deliver(&mut m, &msg, published_us);
+    }
+
     /// Fans one message out to the channel's members, unless it was delivered already.
-    fn deliver(&self, m: &mut Members, msg: &Message) {
+    fn deliver(&self, m: &mut Members, msg: &Message, published_us: u64) {
         if let Some((epoch, last)) = &m.last
             && *epoch == msg.epoch
             && msg.seq <= *last
@@ -438,7 +463,8 @@ impl Hub {
                 State::Live { epoch, after } => {
                     if msg.seq > *after || msg.epoch != *epoch {
                         let conn = &member.conn;
-                        if conn.queue.push(prepared.get(conn.encoding)).is_ok() {
+                        let frame = prepared.get(conn.encoding);
+                        if conn.queue.push_message(frame, published_us).is_ok() {
                             delivered += 1;
                         }
                     }
@@ -474,7 +500,7 @@ impl Hub {
             let mut m = members.lock();
             let waiting = m.repairing.take().unwrap_or_default();
             for msg in missed.iter().chain(waiting.iter()) {
-                hub.deliver(&mut m, msg);
+                hub.deliver(&mut m, msg, 0);
             }
         });
     }
@@ -497,31 +523,14 @@ impl BusHandler for Hub {
     fn on_published(&self, msg: Message, envelope: Envelope) {
         let published_us = crate::trace::published_us(&msg, &envelope);
         let _span = crate::trace::delivery_span(&msg, &envelope).entered();
-        self.on_message(msg);
-        crate::trace::delivered(&self.metrics, published_us);
+        let seq = msg.seq;
+        self.fan_out(msg, published_us);
+        // Inside the delivery span: the log line carries the message's trace id.
+        tracing::debug!(seq, "message delivered");
     }
 
     fn on_message(&self, msg: Message) {
-        let Some(members) = self.channels.read().get(&msg.room).cloned() else {
-            return;
-        };
-        let mut m = members.lock();
-        if let Some(waiting) = &mut m.repairing {
-            waiting.push(msg);
-            return;
-        }
-        if let Some((epoch, last)) = &m.last
-            && *epoch == msg.epoch
-            && msg.seq > last + 1
-        {
-            let from = *last;
-            let channel = msg.room.clone();
-            m.repairing = Some(vec![msg]);
-            drop(m);
-            self.repair(channel, from);
-            return;
-        }
-        self.deliver(&mut m, &msg);
+        self.fan_out(msg, 0);
     }
 
     fn on_typing(&self, channel: &str, user: &str) {

@@ -21,8 +21,12 @@ pub const SLOW_CONSUMER: Close = Close {
     reason: "slow consumer: reconnect and recover with since",
 };
 
+/// A frame, and the publish time (µs since the epoch) of the message it carries, 0 for
+/// other frames: the writer turns it into the delivery latency once written.
+pub type Queued = (Bytes, u64);
+
 struct State {
-    frames: VecDeque<Bytes>,
+    frames: VecDeque<Queued>,
     bytes: usize,
     close: Option<Close>,
 }
@@ -53,6 +57,11 @@ impl SendQueue {
     /// Queues a frame. Past the bound the queue is dropped and the connection closes
     /// with 1013: holding more would let one slow reader grow the server's memory.
     pub fn push(&self, frame: Bytes) -> Result<(), Closing> {
+        self.push_message(frame, 0)
+    }
+
+    /// Queues a message frame published at `published_us`.
+    pub fn push_message(&self, frame: Bytes, published_us: u64) -> Result<(), Closing> {
         let mut s = self.state.lock();
         if s.close.is_some() {
             return Err(Closing);
@@ -66,7 +75,7 @@ impl SendQueue {
             return Err(Closing);
         }
         s.bytes += frame.len();
-        s.frames.push_back(frame);
+        s.frames.push_back((frame, published_us));
         drop(s);
         self.notify.notify_one();
         Ok(())
@@ -88,7 +97,7 @@ impl SendQueue {
     }
 
     /// Moves every queued frame into `out` without waiting; returns the close, if any.
-    pub fn take(&self, out: &mut Vec<Bytes>) -> Option<Close> {
+    pub fn take(&self, out: &mut Vec<Queued>) -> Option<Close> {
         let mut s = self.state.lock();
         out.extend(s.frames.drain(..));
         s.bytes = 0;
@@ -97,7 +106,7 @@ impl SendQueue {
 
     /// Waits for frames or a close; moves every queued frame into `out`. Cancel-safe:
     /// nothing is taken until the wait is over.
-    pub async fn next(&self, out: &mut Vec<Bytes>) -> Option<Close> {
+    pub async fn next(&self, out: &mut Vec<Queued>) -> Option<Close> {
         loop {
             {
                 let mut s = self.state.lock();
@@ -125,7 +134,7 @@ mod tests {
         assert_eq!(q.next(&mut out).await, None);
         assert_eq!(
             out,
-            vec![Bytes::from_static(b"a"), Bytes::from_static(b"b")]
+            vec![(Bytes::from_static(b"a"), 0), (Bytes::from_static(b"b"), 0)]
         );
     }
 

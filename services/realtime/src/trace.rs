@@ -10,6 +10,7 @@ use chat_telemetry::trace::{context_of_current, exporting, set_parent};
 use tracing::Instrument;
 
 use crate::Realtime;
+use crate::send_queue::Queued;
 
 /// Publishes what a client sent over its WebSocket: a traced, timed engine publish.
 pub async fn publish(rt: &Realtime, mut p: Publication) -> Result<Message, EngineError> {
@@ -50,14 +51,21 @@ pub fn published_us(msg: &Message, envelope: &Envelope) -> u64 {
     envelope.published_us.unwrap_or(msg.ts.saturating_mul(1000))
 }
 
-/// Records a fan-out that just queued the message to every local recipient. Clocks of
-/// publisher and replica are compared, so skew shows in the latency (clamped at 0).
-pub fn delivered(metrics: &Metrics, published_us: u64) {
-    let latency_us = chat_engine::now_us().saturating_sub(published_us);
-    metrics
-        .delivery_latency
-        .observe(latency_us as f64 / 1_000_000.0);
-    tracing::debug!(latency_us, "message delivered");
+/// Records the delivery latency of every message frame of a batch the writer has just
+/// written to its socket. Clocks of publisher and replica are compared, so skew shows
+/// in the latency (clamped at 0).
+pub fn written(metrics: &Metrics, batch: &[Queued]) {
+    let mut now_us = 0;
+    for &(_, published_us) in batch {
+        if published_us == 0 {
+            continue;
+        }
+        if now_us == 0 {
+            now_us = chat_engine::now_us();
+        }
+        let latency = now_us.saturating_sub(published_us) as f64 / 1_000_000.0;
+        metrics.delivery_latency.observe(latency);
+    }
 }
 
 #[cfg(test)]
@@ -84,8 +92,13 @@ mod tests {
         assert_eq!(published_us(&msg, &envelope), 7_123);
 
         let metrics = Metrics::new();
-        delivered(&metrics, chat_engine::now_us() + 10_000_000);
-        delivered(&metrics, chat_engine::now_us() - 2_000);
+        let frame = bytes::Bytes::from_static(b"f");
+        let batch = [
+            (frame.clone(), chat_engine::now_us() + 10_000_000),
+            (frame.clone(), 0), // not a message: not counted
+            (frame, chat_engine::now_us() - 2_000),
+        ];
+        written(&metrics, &batch);
         assert_eq!(metrics.delivery_latency.get_sample_count(), 2);
         // A publisher clock ahead of ours counts as 0, not as a huge latency.
         assert!(metrics.delivery_latency.get_sample_sum() < 1.0);

@@ -104,8 +104,8 @@ pub struct Metrics {
     pub http_duration: prometheus::HistogramVec,
     pub engine_ready: prometheus::IntGauge,
     pub limit_hits: prometheus::IntCounterVec,
-    /// Publish time (in the bus envelope) to the frame queued on every local
-    /// recipient's send queue: one observation per message per replica.
+    /// Publish time (in the bus envelope) to the frame written to a recipient's socket:
+    /// one observation per delivery.
     pub delivery_latency: prometheus::Histogram,
     pub bus_publish_duration: prometheus::Histogram,
     pub history_read_duration: prometheus::Histogram,
@@ -250,7 +250,7 @@ impl Metrics {
         };
         let delivery_latency = histogram(
             "chat_delivery_latency_seconds",
-            "From a message's publish to its frame queued to every local recipient, per replica.",
+            "From a message's publish to its frame written to a recipient's socket, per delivery.",
         );
         let bus_publish_duration = histogram(
             "chat_bus_publish_duration_seconds",
