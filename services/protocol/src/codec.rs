@@ -71,13 +71,22 @@ impl Encoding {
 /// of the contract nests deeper than a few levels.
 pub const MAX_MSGPACK_DEPTH: usize = 32;
 
-/// `rmp_serde::from_slice` with a depth limit safe for any thread's stack.
-pub fn from_msgpack<'a, T: serde::Deserialize<'a>>(
-    bytes: &'a [u8],
+/// `rmp_serde::from_slice` with a depth limit safe for any thread's stack, refusing
+/// bytes after the value (as `serde_json::from_slice` does for JSON).
+pub fn from_msgpack<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
 ) -> Result<T, rmp_serde::decode::Error> {
-    let mut de = rmp_serde::Deserializer::from_read_ref(bytes);
+    let mut de = rmp_serde::Deserializer::new(std::io::Cursor::new(bytes));
     de.set_max_depth(MAX_MSGPACK_DEPTH);
-    T::deserialize(&mut de)
+    let value = T::deserialize(&mut de)?;
+    let used = de.position();
+    if used != bytes.len() as u64 {
+        return Err(rmp_serde::decode::Error::Syntax(format!(
+            "{} bytes after the MessagePack value",
+            bytes.len() as u64 - used
+        )));
+    }
+    Ok(value)
 }
 
 /// Decodes one client frame: text frames are JSON, binary frames MessagePack.
@@ -339,6 +348,26 @@ mod tests {
             .spawn(move || decode_client(&frame, true).map_err(|e| e.code))
             .unwrap();
         assert_eq!(run.join().unwrap(), Err(ErrorCode::BadRequest));
+    }
+
+    #[test]
+    fn bytes_after_the_value_are_refused_in_both_encodings() {
+        let ping = rmp_serde::to_vec_named(&ClientFrame::Ping).unwrap();
+        assert_eq!(decode_client(&ping, true).unwrap(), ClientFrame::Ping);
+        let mut two = ping.clone();
+        two.extend(&ping);
+        let err = decode_client(&two, true).unwrap_err();
+        assert_eq!(err.code, ErrorCode::BadRequest);
+        assert!(err.message.contains("bytes after"), "{}", err.message);
+        assert_eq!(
+            decode_client(br#"{"type":"ping"} x"#, false)
+                .unwrap_err()
+                .code,
+            ErrorCode::BadRequest
+        );
+        let body: Result<crate::http::ChatSendRequest, _> =
+            crate::http::decode_body(&[ping.as_slice(), &[0xc0]].concat(), true);
+        assert_eq!(body.unwrap_err().code, ErrorCode::BadRequest);
     }
 
     #[test]
