@@ -170,3 +170,32 @@ Environment shared by both servers, besides the ConfigMap: the secrets.
       key: {{ include "chat.redisSecretKey" . }}
 {{- end }}
 {{- end }}
+
+{{/*
+Files both servers read: the JWT public key and the Redis CA, each from its ConfigMap.
+*/}}
+{{- define "chat.volumeMounts" -}}
+{{- if .Values.auth.jwtPublicKey }}
+- name: jwt-public-key
+  mountPath: /etc/chat/jwt
+  readOnly: true
+{{- end }}
+{{- if .Values.externalRedis.caCert }}
+- name: redis-ca
+  mountPath: /etc/chat/redis-ca
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{- define "chat.volumes" -}}
+{{- if .Values.auth.jwtPublicKey }}
+- name: jwt-public-key
+  configMap:
+    name: {{ include "chat.fullname" . }}-jwt-public-key
+{{- end }}
+{{- if .Values.externalRedis.caCert }}
+- name: redis-ca
+  configMap:
+    name: {{ include "chat.fullname" . }}-redis-ca
+{{- end }}
+{{- end }}
