@@ -12,15 +12,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use chat_auth::{Auth, AuthConfig, LimitsConfig};
-use chat_engine::{Engine, EngineConfig};
 use chat_protocol::ServerFrame;
 use chat_testkit::{RedisServer, WsClient, free_port};
 use parking_lot::Mutex;
-use support::{Seen, recording_client, start_replica};
+use support::{API_KEY, Seen, recording_client, spawn_gateway, start_replica};
 
 const REPO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
-const API_KEY: &str = "edge-test-key";
 
 fn nginx() -> PathBuf {
     for p in ["/usr/sbin/nginx", "/usr/bin/nginx"] {
@@ -76,38 +73,6 @@ fn edge_prefix(port: u16, gateway: u16, realtimes: &[u16]) -> PathBuf {
         .args(["a+x", "/tmp"])
         .status();
     prefix
-}
-
-async fn spawn_gateway(redis_url: &str) -> u16 {
-    let engine = Engine::from_config(&EngineConfig {
-        redis_url: Some(redis_url.into()),
-        ..EngineConfig::default()
-    })
-    .unwrap();
-    let auth = Auth::from_config(
-        &AuthConfig {
-            dev_mode: Some(true),
-            api_keys: vec![API_KEY.into()],
-            ..AuthConfig::default()
-        },
-        false,
-    )
-    .unwrap();
-    let gw = chat_gateway::Gateway::new(
-        engine,
-        Arc::new(auth),
-        &LimitsConfig::default(),
-        Arc::new(chat_telemetry::Metrics::new()),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(chat_gateway::run(
-        listener,
-        None,
-        gw,
-        std::future::pending(),
-    ));
-    port
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,8 +8,6 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chat_auth::{Auth, AuthConfig, LimitsConfig};
-use chat_engine::{Engine, EngineConfig};
 use chat_protocol::ServerFrame;
 use chat_telemetry::LogFormat;
 use chat_telemetry::trace::TraceExport;
@@ -18,9 +16,8 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use parking_lot::Mutex;
 use prost::Message as _;
+use support::{API_KEY, spawn_gateway};
 use tokio::io::AsyncBufReadExt;
-
-const API_KEY: &str = "trace-test-key";
 
 /// A span as the receiver got it.
 #[derive(Debug, Clone)]
@@ -78,38 +75,6 @@ async fn start_receiver() -> (String, Spans) {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-async fn spawn_gateway(redis_url: &str) -> u16 {
-    let engine = Engine::from_config(&EngineConfig {
-        redis_url: Some(redis_url.into()),
-        ..EngineConfig::default()
-    })
-    .unwrap();
-    let auth = Auth::from_config(
-        &AuthConfig {
-            dev_mode: Some(true),
-            api_keys: vec![API_KEY.into()],
-            ..AuthConfig::default()
-        },
-        false,
-    )
-    .unwrap();
-    let gw = chat_gateway::Gateway::new(
-        engine,
-        Arc::new(auth),
-        &LimitsConfig::default(),
-        Arc::new(chat_telemetry::Metrics::new()),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(chat_gateway::run(
-        listener,
-        None,
-        gw,
-        std::future::pending(),
-    ));
-    port
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

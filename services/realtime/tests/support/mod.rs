@@ -9,6 +9,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use chat_auth::{Auth, AuthConfig, LimitsConfig};
+use chat_engine::{Engine, EngineConfig};
 use chat_protocol::{ClientFrame, ServerFrame, Since};
 use chat_testkit::{WsClient, free_port};
 use parking_lot::Mutex;
@@ -121,4 +123,40 @@ pub async fn recording_client(
         seen.lock().reconnects += 1;
         attempt += 1;
     }
+}
+
+/// The API key of the gateway [`spawn_gateway`] starts.
+pub const API_KEY: &str = "support-test-key";
+
+/// An in-process gateway on Redis at `redis_url` (dev mode, [`API_KEY`]); its port.
+pub async fn spawn_gateway(redis_url: &str) -> u16 {
+    let engine = Engine::from_config(&EngineConfig {
+        redis_url: Some(redis_url.into()),
+        ..EngineConfig::default()
+    })
+    .unwrap();
+    let auth = Auth::from_config(
+        &AuthConfig {
+            dev_mode: Some(true),
+            api_keys: vec![API_KEY.into()],
+            ..AuthConfig::default()
+        },
+        false,
+    )
+    .unwrap();
+    let gw = chat_gateway::Gateway::new(
+        engine,
+        Arc::new(auth),
+        &LimitsConfig::default(),
+        Arc::new(chat_telemetry::Metrics::new()),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(chat_gateway::run(
+        listener,
+        None,
+        gw,
+        std::future::pending(),
+    ));
+    port
 }
