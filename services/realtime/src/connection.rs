@@ -17,6 +17,7 @@ use chat_protocol::{Channel, ClientFrame, Encoding, ErrorCode, ProtocolError, Se
 use fastwebsockets::{Frame, OpCode, Role, WebSocketError};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
+use tracing::Instrument;
 
 use crate::frame;
 use crate::hub::Conn;
@@ -541,34 +542,37 @@ impl Session {
                         }
                     },
                 )?;
-                let (channel, ack_room) = match (room, to) {
-                    (Some(room), None) => {
-                        let channel = self.authorize_room(&room)?;
-                        let m = self
-                            .publish(&channel, conn, &text, None, cid.clone())
-                            .await?;
-                        (m, room)
-                    }
-                    (None, Some(to)) => {
-                        validate_user(&to)?;
-                        let target = format!("@{to}");
-                        let m = self
-                            .publish(&target, conn, &text, Some(to.clone()), cid.clone())
-                            .await?;
-                        if to != conn.user {
-                            // The sender's other devices see the conversation too.
-                            let own = format!("@{}", conn.user);
-                            self.publish(&own, conn, &text, Some(to), cid.clone())
+                let published = async {
+                    Ok(match (room, to) {
+                        (Some(room), None) => {
+                            let channel = self.authorize_room(&room)?;
+                            let m = self
+                                .publish(&channel, conn, &text, None, cid.clone())
                                 .await?;
+                            (m, room)
                         }
-                        (m, target)
-                    }
-                    _ => {
-                        return Err(ProtocolError::bad_request(
-                            "send needs exactly one of room or to",
-                        ));
-                    }
+                        (None, Some(to)) => {
+                            validate_user(&to)?;
+                            let target = format!("@{to}");
+                            let m = self
+                                .publish(&target, conn, &text, Some(to.clone()), cid.clone())
+                                .await?;
+                            if to != conn.user {
+                                // The sender's other devices see the conversation too.
+                                let own = format!("@{}", conn.user);
+                                self.publish(&own, conn, &text, Some(to), cid.clone())
+                                    .await?;
+                            }
+                            (m, target)
+                        }
+                        _ => {
+                            return Err(ProtocolError::bad_request(
+                                "send needs exactly one of room or to",
+                            ));
+                        }
+                    })
                 };
+                let (channel, ack_room) = published.instrument(crate::trace::send_span()).await?;
                 self.reply(&ServerFrame::Ack {
                     cid,
                     room: ack_room,

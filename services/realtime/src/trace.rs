@@ -7,24 +7,26 @@ use chat_engine::{EngineError, Envelope, Publication};
 use chat_protocol::Message;
 use chat_telemetry::Metrics;
 use chat_telemetry::trace::{context_of_current, exporting, set_parent};
-use tracing::Instrument;
 
 use crate::Realtime;
 use crate::send_queue::Queued;
 
-/// Publishes what a client sent over its WebSocket: a traced, timed engine publish.
-pub async fn publish(rt: &Realtime, mut p: Publication) -> Result<Message, EngineError> {
-    let span = if exporting() {
-        tracing::info_span!("WS send", otel.kind = "server", channel = %p.channel)
+/// The span of one WebSocket `send`, the root of its message's trace: a direct
+/// message's two publishes (the receiver's channel and the sender's) run inside it, so
+/// they are one trace.
+pub fn send_span() -> tracing::Span {
+    if exporting() {
+        tracing::info_span!("WS send", otel.kind = "server")
     } else {
         tracing::Span::none()
-    };
-    async {
-        p.trace = context_of_current();
-        chat_telemetry::timed(&rt.metrics.bus_publish_duration, rt.hub.engine().publish(p)).await
     }
-    .instrument(span)
-    .await
+}
+
+/// Publishes what a client sent over its WebSocket: a timed engine publish carrying the
+/// current trace context (run it inside [`send_span`]).
+pub async fn publish(rt: &Realtime, mut p: Publication) -> Result<Message, EngineError> {
+    p.trace = context_of_current();
+    chat_telemetry::timed(&rt.metrics.bus_publish_duration, rt.hub.engine().publish(p)).await
 }
 
 /// The span of one message's fan-out on this replica, continuing the publisher's

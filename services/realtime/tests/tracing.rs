@@ -186,4 +186,49 @@ async fn one_trace_spans_the_gateway_http_request_and_each_replica_delivery() {
         }
     }
     assert!(delivered_in_trace, "no delivery log line in {lines:#?}");
+
+    // A direct message sent over the WebSocket is stored on two channels (the
+    // receiver's and the sender's): still one trace, rooted at the `send`.
+    let (mut carol, _) = WsClient::connect_as(&ws, "carol", false).await;
+    bob.send(&chat_protocol::ClientFrame::Send {
+        room: None,
+        to: Some("carol".into()),
+        text: "psst".into(),
+        cid: None,
+    })
+    .await;
+    carol
+        .recv_until(|f| matches!(f, ServerFrame::Message(m) if m.text == "psst"))
+        .await;
+    bob.recv_until(|f| matches!(f, ServerFrame::Ack { .. }))
+        .await;
+    let mut dm = None;
+    for _ in 0..100 {
+        let spans = spans.lock().clone();
+        if let Some(send) = spans
+            .iter()
+            .find(|s| s.service == "chat-realtime" && s.name == "WS send")
+        {
+            let deliveries: Vec<_> = spans
+                .iter()
+                .filter(|s| s.name == "deliver" && s.trace_id == send.trace_id)
+                .cloned()
+                .collect();
+            if deliveries.len() == 2 {
+                dm = Some((send.clone(), deliveries));
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (send, deliveries) = dm.unwrap_or_else(|| panic!("spans: {:#?}", spans.lock()));
+    assert_ne!(send.trace_id, http.trace_id, "a new message, a new trace");
+    assert_eq!(
+        spans.lock().iter().filter(|s| s.name == "WS send").count(),
+        1,
+        "one root for the direct message"
+    );
+    for d in deliveries {
+        assert_eq!(d.parent_span_id, send.span_id);
+    }
 }
