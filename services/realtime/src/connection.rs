@@ -3,8 +3,7 @@
 //!
 //! fastwebsockets reads (its `read_frame` is not cancel-safe, so it is never raced in
 //! `select!`: a connection we give up on is aborted whole). Writes bypass it: every
-//! server frame is already a complete WebSocket frame, written straight into the
-//! socket by whoever pushes it or, when the socket is busy, by the writer.
+//! server frame is already a complete WebSocket frame in the queue.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -143,17 +142,7 @@ async fn write_loop(
                 }
                 &buf
             };
-            // Most writes fit the socket buffer at once: only a rest that does not
-            // needs the timer.
-            let written = match socket.try_write(bytes) {
-                Ok(n) if n == bytes.len() => Ok(Ok(())),
-                Ok(n) => tokio::time::timeout(write_timeout, socket.write_all(&bytes[n..])).await,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    tokio::time::timeout(write_timeout, socket.write_all(bytes)).await
-                }
-                Err(e) => Ok(Err(e)),
-            };
-            let failed = match written {
+            let failed = match socket.write_all_within(bytes, write_timeout).await {
                 Ok(Ok(())) => None,
                 Ok(Err(_)) => Some(Close {
                     code: 1006,
@@ -177,11 +166,10 @@ async fn write_loop(
             }
         }
         if let Some(c) = close {
-            let _ = tokio::time::timeout(
-                Duration::from_secs(1),
-                socket.write_all(&frame::close(c.code, c.reason)),
-            )
-            .await;
+            let close_frame = frame::close(c.code, c.reason);
+            let _ = socket
+                .write_all_within(&close_frame, Duration::from_secs(1))
+                .await;
             socket.shutdown_write();
             return Some(c);
         }

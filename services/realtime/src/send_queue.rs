@@ -98,10 +98,7 @@ impl SendQueue {
 
     /// Moves every queued frame into `out` without waiting; returns the close, if any.
     pub fn take(&self, out: &mut Vec<Queued>) -> Option<Close> {
-        let mut s = self.state.lock();
-        out.extend(s.frames.drain(..));
-        s.bytes = 0;
-        s.close
+        drain_into(&mut self.state.lock(), out)
     }
 
     /// Waits for frames or a close; moves every queued frame into `out`. Cancel-safe:
@@ -111,14 +108,18 @@ impl SendQueue {
             {
                 let mut s = self.state.lock();
                 if !s.frames.is_empty() || s.close.is_some() {
-                    out.extend(s.frames.drain(..));
-                    s.bytes = 0;
-                    return s.close;
+                    return drain_into(&mut s, out);
                 }
             }
             self.notify.notified().await;
         }
     }
+}
+
+fn drain_into(s: &mut State, out: &mut Vec<Queued>) -> Option<Close> {
+    out.extend(s.frames.drain(..));
+    s.bytes = 0;
+    s.close
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::{Buf, Bytes};
 use hyper::upgrade::Upgraded;
@@ -37,12 +38,25 @@ pub fn from_upgraded(upgraded: TokioIo<Upgraded>) -> Option<(ReadHalf, Socket)> 
 }
 
 impl Socket {
-    /// Writes what the kernel takes now without waiting; `WouldBlock` when nothing.
-    pub fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
-        self.0.try_write(buf)
+    /// Writes all of `buf`, giving up after `limit`. Most writes fit the socket buffer
+    /// at once: only a rest the kernel does not take arms the timer.
+    pub async fn write_all_within(
+        &self,
+        buf: &[u8],
+        limit: Duration,
+    ) -> Result<io::Result<()>, tokio::time::error::Elapsed> {
+        let rest = match self.0.try_write(buf) {
+            Ok(n) => &buf[n..],
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => buf,
+            Err(e) => return Ok(Err(e)),
+        };
+        if rest.is_empty() {
+            return Ok(Ok(()));
+        }
+        tokio::time::timeout(limit, self.write_all(rest)).await
     }
 
-    pub async fn write_all(&self, mut buf: &[u8]) -> io::Result<()> {
+    async fn write_all(&self, mut buf: &[u8]) -> io::Result<()> {
         while !buf.is_empty() {
             match self.0.try_write(buf) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
