@@ -81,19 +81,31 @@ pub async fn serve(rt: Arc<Realtime>, upgraded: TokioIo<Upgraded>, encoding: Enc
     rt.metrics.ws_closes.with_label_values(&[reason]).inc();
 }
 
-/// The `chat_ws_closes_total` reason of a close, and the limit it counts against, if any.
+/// Close code → its `chat_ws_closes_total` reason and the limit it counts against.
+/// Any other code is reason `error`.
+const CLOSES: &[(u16, &str, Option<&str>)] = &[
+    (1000, "normal", None),
+    (1001, "idle", Some("idle")),
+    (1006, "lost", None),
+    (1008, "policy", None),
+    (1009, "too_large", Some("frame_size")),
+    (1012, "drain", None),
+    (1013, "slow_consumer", Some("slow_consumer")),
+    (4408, "connect_timeout", Some("connect_timeout")),
+];
+
+/// The reason and limit of a close (none sent counts as normal).
 fn close_labels(close: Option<Close>) -> (&'static str, Option<&'static str>) {
-    match close.map(|c| c.code) {
-        Some(1000) | None => ("normal", None),
-        Some(1001) => ("idle", Some("idle")),
-        Some(1008) => ("policy", None),
-        Some(1009) => ("too_large", Some("frame_size")),
-        Some(1012) => ("drain", None),
-        Some(1013) => ("slow_consumer", Some("slow_consumer")),
-        Some(1006) => ("lost", None),
-        Some(4408) => ("connect_timeout", Some("connect_timeout")),
-        Some(_) => ("error", None),
-    }
+    let code = close.map_or(1000, |c| c.code);
+    CLOSES
+        .iter()
+        .find(|(c, ..)| *c == code)
+        .map_or(("error", None), |&(_, reason, limit)| (reason, limit))
+}
+
+/// Every reason `chat_ws_closes_total` can carry, so its series exist from the start.
+pub fn close_reasons() -> impl Iterator<Item = &'static str> {
+    CLOSES.iter().map(|&(_, reason, _)| reason).chain(["error"])
 }
 
 /// Drains the queue into the socket, one write per batch; pings the client and closes

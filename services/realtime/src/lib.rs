@@ -130,6 +130,9 @@ impl Realtime {
         options: Options,
     ) -> Result<Arc<Realtime>, chat_engine::EngineError> {
         let limits = options.limits;
+        for reason in connection::close_reasons() {
+            metrics.ws_closes.with_label_values(&[reason]);
+        }
         let hub = Hub::new(
             engine.clone(),
             metrics.clone(),

@@ -9,6 +9,8 @@ pub mod trace;
 
 use std::net::SocketAddr;
 
+use chat_protocol::ErrorCode;
+
 use clap::error::{ContextKind, ContextValue, ErrorKind};
 
 /// `EX_USAGE` from sysexits.h: a bad configuration.
@@ -115,27 +117,6 @@ pub struct Metrics {
 /// Label values known in advance: their series exist (at 0) from the start, so rates
 /// and alerts see them before the first occurrence.
 const PATHS: &[&str] = &["http", "ws"];
-const CLOSE_REASONS: &[&str] = &[
-    "normal",
-    "idle",
-    "policy",
-    "too_large",
-    "drain",
-    "slow_consumer",
-    "connect_timeout",
-    "lost",
-    "error",
-];
-const ERROR_CODES: &[&str] = &[
-    "bad_request",
-    "unauthorized",
-    "forbidden",
-    "not_found",
-    "too_large",
-    "rate_limited",
-    "unavailable",
-    "internal",
-];
 const LIMITS: &[&str] = &[
     "rate",
     "slow_consumer",
@@ -266,15 +247,13 @@ impl Metrics {
         )
         .unwrap();
         reg(Box::new(redis_reconnects.clone()));
-        for (vec, values) in [
-            (&messages_published, PATHS),
-            (&ws_closes, CLOSE_REASONS),
-            (&errors, ERROR_CODES),
-            (&limit_hits, LIMITS),
-        ] {
+        for (vec, values) in [(&messages_published, PATHS), (&limit_hits, LIMITS)] {
             for v in values {
                 vec.with_label_values(&[v]);
             }
+        }
+        for code in ErrorCode::ALL {
+            errors.with_label_values(&[code.as_str()]);
         }
         Self {
             registry,
