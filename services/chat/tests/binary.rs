@@ -1,7 +1,8 @@
 //! The `chat` binary as a newcomer runs it: no settings needed, everything on one port.
 
+mod common;
+
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use chat_protocol::ServerFrame;
 use chat_testkit::{WsClient, free_port};
@@ -41,20 +42,7 @@ async fn runs_with_no_settings_and_serves_everything_on_one_port() {
         .unwrap();
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();
-    let mut up = false;
-    for _ in 0..100 {
-        if client
-            .get(format!("{base}/readyz"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == 200)
-        {
-            up = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(up);
+    common::wait_status(&format!("{base}/readyz"), 200).await;
     let page = client
         .get(format!("{base}/"))
         .send()
@@ -64,16 +52,7 @@ async fn runs_with_no_settings_and_serves_everything_on_one_port() {
         .await
         .unwrap();
     assert!(page.contains("<html"));
-    let token: serde_json::Value = client
-        .post(format!("{base}/v1/auth/dev-token"))
-        .json(&serde_json::json!({"user": "newbie"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = token["token"].as_str().unwrap().to_owned();
+    let token = common::dev_token(&base, "newbie").await;
 
     let mut ws = WsClient::open(&format!("ws://127.0.0.1:{port}/ws"), false).await;
     ws.send(&chat_protocol::ClientFrame::Connect {

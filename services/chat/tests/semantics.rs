@@ -25,16 +25,7 @@ async fn publish(t: &Topology, room: &str, text: &str) -> Value {
 }
 
 async fn token(t: &Topology, user: &str) -> String {
-    let v: Value = http()
-        .post(t.http_url(0, "/v1/auth/dev-token"))
-        .json(&json!({"user": user}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    v["token"].as_str().unwrap().to_owned()
+    common::dev_token(&t.http_url(0, ""), user).await
 }
 
 /// A client rejoins with `since` while messages keep flowing: it ends with every

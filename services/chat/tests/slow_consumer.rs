@@ -2,6 +2,8 @@
 //! with 1013 once its send queue is full, while a reading client gets every message.
 //! Runs the `chat` binary as a child so that its RSS is the server's alone.
 
+mod common;
+
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -41,17 +43,7 @@ async fn readers_that_stop_are_cut_off_and_the_servers_memory_stays_bounded() {
     let base = format!("http://127.0.0.1:{port}");
     let ws = format!("ws://127.0.0.1:{port}/ws");
     let http = reqwest::Client::new();
-    let mut up = false;
-    for _ in 0..200 {
-        if let Ok(r) = http.get(format!("{base}/readyz")).send().await
-            && r.status() == 200
-        {
-            up = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(up, "chat did not become ready");
+    common::wait_status(&format!("{base}/readyz"), 200).await;
 
     let mut slow = Vec::new();
     for i in 0..SLOW {
@@ -72,16 +64,7 @@ async fn readers_that_stop_are_cut_off_and_the_servers_memory_stays_bounded() {
     });
     let (rss_before, _) = rss_kib(pid);
 
-    let token: serde_json::Value = http
-        .post(format!("{base}/v1/auth/dev-token"))
-        .json(&serde_json::json!({"user": "publisher"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = token["token"].as_str().unwrap().to_owned();
+    let token = common::dev_token(&base, "publisher").await;
     let text = "x".repeat(TEXT_BYTES);
     let statuses: Vec<u16> = futures_util::stream::iter(0..MESSAGES)
         .map(|_| {

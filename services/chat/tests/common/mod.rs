@@ -169,6 +169,20 @@ pub fn http() -> reqwest::Client {
 }
 
 /// Polls `url` until it answers `status`.
+/// A dev-mode user token from the server at `base` (`http://host:port`).
+pub async fn dev_token(base: &str, user: &str) -> String {
+    let v: serde_json::Value = http()
+        .post(format!("{base}/v1/auth/dev-token"))
+        .json(&serde_json::json!({ "user": user }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    v["token"].as_str().unwrap().to_owned()
+}
+
 pub async fn wait_status(url: &str, status: u16) {
     let client = http();
     for _ in 0..150 {
