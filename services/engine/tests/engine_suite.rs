@@ -72,6 +72,16 @@ where
     test(Engine::from_config(&cfg).unwrap()).await;
 }
 
+/// Starts `engine`'s bus with a fresh recorder as its handler.
+async fn recording(engine: &Engine) -> Arc<Recorder> {
+    let rec = Arc::new(Recorder::default());
+    engine
+        .start_bus(Arc::downgrade(&(rec.clone() as Arc<dyn BusHandler>)))
+        .await
+        .unwrap();
+    rec
+}
+
 async fn wait_for(mut cond: impl FnMut() -> bool) {
     for _ in 0..200 {
         if cond() {
@@ -282,11 +292,7 @@ async fn redis_restart_gives_unavailable_then_recovers_with_subscriptions() {
         ..config(100)
     };
     let engine = Engine::from_config(&cfg).unwrap();
-    let rec = Arc::new(Recorder::default());
-    engine
-        .start_bus(Arc::downgrade(&(rec.clone() as Arc<dyn BusHandler>)))
-        .await
-        .unwrap();
+    let rec = recording(&engine).await;
     engine.subscribe("r").await.unwrap();
     engine.publish(publication("r", "one")).await.unwrap();
     wait_for(|| rec.messages.lock().len() == 1).await;
@@ -392,11 +398,7 @@ async fn presence_counts_users_not_tabs() {
         assert_eq!(engine.presence("other").await.unwrap(), vec!["alice"]);
         assert!(engine.presence("empty").await.unwrap().is_empty());
 
-        let rec = Arc::new(Recorder::default());
-        engine
-            .start_bus(Arc::downgrade(&(rec.clone() as Arc<dyn BusHandler>)))
-            .await
-            .unwrap();
+        let rec = recording(&engine).await;
         engine.subscribe("r").await.unwrap();
         engine
             .publish_presence("r", "bob", PresenceEvent::Leave)
@@ -463,11 +465,7 @@ async fn a_password_protected_redis_works_with_the_password_in_the_url() {
         ..config(10)
     })
     .unwrap();
-    let rec = Arc::new(Recorder::default());
-    engine
-        .start_bus(Arc::downgrade(&(rec.clone() as Arc<dyn BusHandler>)))
-        .await
-        .unwrap();
+    let rec = recording(&engine).await;
     engine.subscribe("r").await.unwrap();
     assert_eq!(
         engine
@@ -524,11 +522,7 @@ async fn rediss_with_an_acl_user_and_a_private_ca_works_and_nothing_less_does() 
         ..config(10)
     })
     .unwrap();
-    let rec = Arc::new(Recorder::default());
-    engine
-        .start_bus(Arc::downgrade(&(rec.clone() as Arc<dyn BusHandler>)))
-        .await
-        .unwrap();
+    let rec = recording(&engine).await;
     engine.subscribe("r").await.unwrap();
     let seq = engine
         .publish(publication("r", "over tls"))
