@@ -10,6 +10,8 @@
 //! - [`stamp`]: the run id, index and intended send time carried in each message text.
 //! - [`stats`]: HDR histograms and per-channel delivery counts, mergeable across workers.
 //! - [`procstat`]: server CPU time and RSS from `/proc`.
+//! - [`floor`]: the same fan-out written by bare threads, no server: the machine's floor
+//!   (the `chat-floor` binary).
 //! - [`report`], [`html`], [`progress`]: the JSON document, the human summary, the HTML
 //!   report, the progress bar.
 //!
@@ -21,6 +23,7 @@
 pub mod auth;
 pub mod client;
 pub mod config;
+pub mod floor;
 pub mod html;
 pub mod plan;
 pub mod procstat;

@@ -27,6 +27,15 @@ pub fn sample(pid: u32) -> Result<Sample, String> {
     })
 }
 
+/// CPU time of the calling thread so far (`/proc/thread-self/stat`), in µs; 0 when
+/// unreadable. Tick resolution (10 ms): for runs of seconds.
+pub fn thread_cpu_us() -> u64 {
+    std::fs::read_to_string("/proc/thread-self/stat")
+        .ok()
+        .and_then(|s| cpu_ticks(&s))
+        .map_or(0, |t| t * (1_000_000 / TICKS_PER_SEC))
+}
+
 /// `utime + stime` (fields 14 and 15). The command name (field 2) may hold spaces and
 /// parentheses, so fields are counted from the last `)`.
 fn cpu_ticks(stat: &str) -> Option<u64> {

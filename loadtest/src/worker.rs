@@ -263,24 +263,49 @@ struct Sender {
 impl Sender {
     /// Sends this worker's part of the schedule, then waits (up to `--drain` past the
     /// end) for the sends and HTTP requests still in flight.
+    ///
+    /// A pacer thread keeps the schedule: tokio's timer rounds every wake-up up to the
+    /// next millisecond, which would add up to 1 ms of the generator's own lateness to
+    /// every latency; a thread's sleep is late by tens of µs. It hands each due message
+    /// to this runtime, which sends it.
     async fn publish(&self, t0_us: u64, start: Instant, end: Instant) {
         let hard_stop = end + self.cfg.drain;
         let events = self.ctx.plan.my_events(self.slice.clone(), self.first);
-        let mut tasks = JoinSet::new();
-        let mut unsent = 0u64;
-        for k in events {
-            let due = start + Duration::from_micros(self.ctx.plan.offset_us(k));
-            let now = Instant::now();
-            if now < due {
-                tokio::time::sleep_until(due).await;
-            } else if now > hard_stop {
-                // Hopelessly behind: the rest are reported, not sent.
-                unsent += 1;
-                continue;
+        let (due_tx, mut due_rx) = tokio::sync::mpsc::unbounded_channel();
+        let plan = self.ctx.plan.clone();
+        let pacer = std::thread::Builder::new()
+            .name("pacer".into())
+            .spawn(move || {
+                let mut unsent = 0u64;
+                for k in events {
+                    let due = start + Duration::from_micros(plan.offset_us(k));
+                    let now = Instant::now();
+                    if now < due {
+                        std::thread::sleep(due - now);
+                    } else if now > hard_stop {
+                        // Hopelessly behind: the rest are reported, not sent.
+                        unsent += 1;
+                        continue;
+                    }
+                    if due_tx.send(k).is_err() {
+                        break;
+                    }
+                }
+                unsent
+            });
+        let pacer = match pacer {
+            Ok(p) => p,
+            Err(e) => {
+                self.refused(0, &format!("cannot start the pacer thread: {e}"));
+                return;
             }
+        };
+        let mut tasks = JoinSet::new();
+        while let Some(k) = due_rx.recv().await {
             self.dispatch(k, t0_us, &mut tasks).await;
             while tasks.try_join_next().is_some() {}
         }
+        let unsent = pacer.join().unwrap_or(0);
         if unsent > 0 {
             let mut t = self.ctx.shared.shard(0);
             t.error(&format!(

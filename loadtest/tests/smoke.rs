@@ -414,3 +414,35 @@ async fn bad_flags_exit_64_and_unreachable_targets_exit_69_with_one_line() {
     assert!(stderr.contains("cannot reach"), "{stderr}");
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
 }
+
+/// `chat-floor` needs no server: every frame it writes arrives once, in order, timed;
+/// a bad setting is one line and a failure status.
+#[tokio::test]
+async fn the_floor_tool_delivers_every_frame() {
+    let run = |list: &[&str]| {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_chat-floor"))
+            .args(list)
+            .output()
+    };
+    let out = run(&[
+        "--members",
+        "50",
+        "--rate",
+        "100",
+        "--duration",
+        "300ms",
+        "--json",
+    ])
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["expected"], 30 * 50, "{r:#}");
+    assert_eq!(r["delivered"], r["expected"], "{r:#}");
+    assert_eq!(r["out_of_order"], 0, "{r:#}");
+    assert_eq!(r["latency"]["count"], r["expected"], "{r:#}");
+
+    let out = run(&["--writers", "0"]).await.unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--writers"));
+}
