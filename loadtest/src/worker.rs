@@ -100,16 +100,23 @@ impl Worker {
         let slots = Arc::new(tokio::sync::Semaphore::new(self.cfg.connect_concurrency));
         let t0 = self.ctx.shared.t0();
         let mut tasks = Vec::with_capacity(events.len());
-        for (i, &k) in events.iter().enumerate() {
+        let plan = self.ctx.plan.clone();
+        let schedule = events.into_iter().enumerate().map(move |(i, k)| {
             let offset = if storm {
-                self.plan().offset_us(k)
+                plan.offset_us(k)
             } else {
                 (i as f64 * 1e6 / rate) as u64
             };
-            let due = start + Duration::from_micros(offset);
-            if Instant::now() < due {
-                tokio::time::sleep_until(due).await;
+            (k, start + Duration::from_micros(offset))
+        });
+        let mut pacer = match Pacer::start(schedule, None) {
+            Ok(p) => p,
+            Err(e) => {
+                self.ctx.shared.shard(0).error(&e);
+                return;
             }
+        };
+        while let Some((k, due)) = pacer.next().await {
             let slot = slots.clone().acquire_owned().await.expect("never closed");
             let ctx = self.ctx.clone();
             let intended_us =
@@ -249,6 +256,56 @@ pub fn instant_at(unix_us: u64) -> Instant {
     }
 }
 
+/// Keeps a schedule on a thread of its own and hands each event to the runtime when it
+/// is due. tokio's timer rounds every wake-up up to the next millisecond, which would add
+/// up to 1 ms of the generator's own lateness to every measured latency; a thread's sleep
+/// is late by tens of µs.
+struct Pacer {
+    due: tokio::sync::mpsc::UnboundedReceiver<(u64, Instant)>,
+    thread: std::thread::JoinHandle<u64>,
+}
+
+impl Pacer {
+    /// Starts pacing `(event, due)` pairs, in order. With `give_up`, events still
+    /// waiting past it are counted (see [`Pacer::unsent`]), not handed over.
+    fn start<I>(schedule: I, give_up: Option<Instant>) -> Result<Pacer, String>
+    where
+        I: Iterator<Item = (u64, Instant)> + Send + 'static,
+    {
+        let (tx, due) = tokio::sync::mpsc::unbounded_channel();
+        let thread = std::thread::Builder::new()
+            .name("pacer".into())
+            .spawn(move || {
+                let mut unsent = 0u64;
+                for (k, at) in schedule {
+                    let now = Instant::now();
+                    if now < at {
+                        std::thread::sleep(at - now);
+                    } else if give_up.is_some_and(|g| now > g) {
+                        unsent += 1;
+                        continue;
+                    }
+                    if tx.send((k, at)).is_err() {
+                        break;
+                    }
+                }
+                unsent
+            })
+            .map_err(|e| format!("cannot start the pacer thread: {e}"))?;
+        Ok(Pacer { due, thread })
+    }
+
+    /// The next due event; `None` once the schedule is over.
+    async fn next(&mut self) -> Option<(u64, Instant)> {
+        self.due.recv().await
+    }
+
+    /// How many events were given up; call after [`Pacer::next`] returned `None`.
+    fn unsent(self) -> u64 {
+        self.thread.join().unwrap_or(0)
+    }
+}
+
 /// The sending side of a worker, run on a thread and runtime of its own so that the
 /// schedule is kept however busy the receivers are (their delay is what is measured).
 struct Sender {
@@ -263,49 +320,25 @@ struct Sender {
 impl Sender {
     /// Sends this worker's part of the schedule, then waits (up to `--drain` past the
     /// end) for the sends and HTTP requests still in flight.
-    ///
-    /// A pacer thread keeps the schedule: tokio's timer rounds every wake-up up to the
-    /// next millisecond, which would add up to 1 ms of the generator's own lateness to
-    /// every latency; a thread's sleep is late by tens of µs. It hands each due message
-    /// to this runtime, which sends it.
     async fn publish(&self, t0_us: u64, start: Instant, end: Instant) {
         let hard_stop = end + self.cfg.drain;
-        let events = self.ctx.plan.my_events(self.slice.clone(), self.first);
-        let (due_tx, mut due_rx) = tokio::sync::mpsc::unbounded_channel();
         let plan = self.ctx.plan.clone();
-        let pacer = std::thread::Builder::new()
-            .name("pacer".into())
-            .spawn(move || {
-                let mut unsent = 0u64;
-                for k in events {
-                    let due = start + Duration::from_micros(plan.offset_us(k));
-                    let now = Instant::now();
-                    if now < due {
-                        std::thread::sleep(due - now);
-                    } else if now > hard_stop {
-                        // Hopelessly behind: the rest are reported, not sent.
-                        unsent += 1;
-                        continue;
-                    }
-                    if due_tx.send(k).is_err() {
-                        break;
-                    }
-                }
-                unsent
-            });
-        let pacer = match pacer {
+        let schedule = plan
+            .my_events(self.slice.clone(), self.first)
+            .map(move |k| (k, start + Duration::from_micros(plan.offset_us(k))));
+        let mut pacer = match Pacer::start(schedule, Some(hard_stop)) {
             Ok(p) => p,
             Err(e) => {
-                self.refused(0, &format!("cannot start the pacer thread: {e}"));
+                self.refused(0, &e);
                 return;
             }
         };
         let mut tasks = JoinSet::new();
-        while let Some(k) = due_rx.recv().await {
+        while let Some((k, _)) = pacer.next().await {
             self.dispatch(k, t0_us, &mut tasks).await;
             while tasks.try_join_next().is_some() {}
         }
-        let unsent = pacer.join().unwrap_or(0);
+        let unsent = pacer.unsent();
         if unsent > 0 {
             let mut t = self.ctx.shared.shard(0);
             t.error(&format!(
