@@ -579,6 +579,63 @@ async fn redis_restart_gives_503_then_messages_flow_again() {
     assert_eq!(next_message(&mut d).await.text, "ws after");
 }
 
+/// Redis stays up but a replica's subscription drops: the PUBLISHes meanwhile never
+/// reach it. When it subscribes again it compares heads and fetches the difference from
+/// history (or sees the seq gap on the next live message), so its client still gets
+/// every message once, in order, and the reconnect is counted.
+#[tokio::test]
+async fn a_dropped_subscription_is_repaired_from_history() {
+    let redis = RedisServer::start();
+    let t = Topology::split(&redis.url()).await;
+    let (mut c, _) = WsClient::connect_as(&t.ws_url(0), "ivy", false).await;
+    c.join("R").await;
+    let url = t.http_url(0, "/v1/rooms/R/messages");
+    let publish = |text: String| {
+        let url = url.clone();
+        async move { post(&url, Some(API_KEY), json!({"text": text, "from": "jon"})).await }
+    };
+    assert_eq!(publish("m1".into()).await.0, 201);
+    assert_eq!(next_message(&mut c).await.seq, 1);
+
+    let killed = redis.cli(&["CLIENT", "KILL", "TYPE", "pubsub"]);
+    assert_ne!(killed.trim(), "0", "subscriptions were dropped: {killed}");
+    for i in 2..=20 {
+        let (status, body) = publish(format!("m{i}")).await;
+        assert_eq!(status, 201, "{body}");
+    }
+    for i in 2..=20u64 {
+        let m = next_message(&mut c).await;
+        assert_eq!((m.seq, m.text), (i, format!("m{i}")), "once, in order");
+    }
+    assert_eq!(publish("m21".into()).await.0, 201);
+    assert_eq!(next_message(&mut c).await.seq, 21, "live delivery is back");
+
+    // The watchdog notices within its 500 ms ping period.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let metrics = http()
+            .get(format!("http://{}/metrics", t.ws[0]))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let reconnects = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("chat_redis_reconnects_total "))
+            .and_then(|v| v.trim().parse::<f64>().ok());
+        if reconnects >= Some(1.0) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "reconnect not counted: {reconnects:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test]
 async fn the_openapi_document_lists_every_route() {
     let t = Topology::all_in_one().await;
