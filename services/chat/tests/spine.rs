@@ -582,7 +582,7 @@ async fn redis_restart_gives_503_then_messages_flow_again() {
 /// Redis stays up but a replica's subscription drops: the PUBLISHes meanwhile never
 /// reach it. When it subscribes again it compares heads and fetches the difference from
 /// history (or sees the seq gap on the next live message), so its client still gets
-/// every message once, in order, and the reconnect is counted.
+/// every message once, in order; the repaired deliveries and the reconnect are counted.
 #[tokio::test]
 async fn a_dropped_subscription_is_repaired_from_history() {
     let redis = RedisServer::start();
@@ -610,21 +610,25 @@ async fn a_dropped_subscription_is_repaired_from_history() {
     assert_eq!(publish("m21".into()).await.0, 201);
     assert_eq!(next_message(&mut c).await.seq, 21, "live delivery is back");
 
+    // Repaired deliveries count and are timed like live ones (from their store time).
+    let metric = |name: &'static str| {
+        let url = format!("http://{}/metrics", t.ws[0]);
+        async move {
+            let text = http().get(url).send().await.unwrap().text().await.unwrap();
+            text.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+        }
+    };
+    assert_eq!(metric("chat_deliveries_total").await, Some(21.0));
+    assert_eq!(
+        metric("chat_delivery_latency_seconds_count").await,
+        Some(21.0)
+    );
     // The watchdog notices within its 500 ms ping period.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     loop {
-        let metrics = http()
-            .get(format!("http://{}/metrics", t.ws[0]))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        let reconnects = metrics
-            .lines()
-            .find_map(|l| l.strip_prefix("chat_redis_reconnects_total "))
-            .and_then(|v| v.trim().parse::<f64>().ok());
+        let reconnects = metric("chat_redis_reconnects_total").await;
         if reconnects >= Some(1.0) {
             break;
         }

@@ -351,11 +351,18 @@ impl Hub {
             after: head.seq,
         };
         if let State::Buffering(buffered) = std::mem::replace(&mut member.state, live) {
+            let mut delivered = 0;
             for msg in buffered {
-                if msg.epoch != head.epoch || msg.seq > head.seq {
-                    let _ = conn.queue.push(frame::message(conn.encoding, &msg));
+                if (msg.epoch != head.epoch || msg.seq > head.seq)
+                    && conn
+                        .queue
+                        .push_message(frame::message(conn.encoding, &msg), stored_us(&msg))
+                        .is_ok()
+                {
+                    delivered += 1;
                 }
             }
+            self.metrics.deliveries.inc_by(delivered);
         }
     }
 
@@ -500,10 +507,16 @@ impl Hub {
             let mut m = members.lock();
             let waiting = m.repairing.take().unwrap_or_default();
             for msg in missed.iter().chain(waiting.iter()) {
-                hub.deliver(&mut m, msg, 0);
+                hub.deliver(&mut m, msg, stored_us(msg));
             }
         });
     }
+}
+
+/// When a message was stored (µs): the start of its delivery latency where the bus
+/// envelope's publish time is not at hand (repaired from history, buffered during a join).
+fn stored_us(msg: &Message) -> u64 {
+    msg.ts.saturating_mul(1000)
 }
 
 /// `since` can be honoured when it names this epoch, is not ahead of the head, and
