@@ -3,10 +3,13 @@
 //! - [`AuthConfig`] / [`Auth`]: user JWTs (`CHAT_JWT_SECRET`), server API keys
 //!   (`CHAT_API_KEYS`) and dev mode, resolved into a [`Principal`].
 //! - [`LimitsConfig`]: the sizes every service enforces.
+//! - [`proxy`]: which proxies may name the client in `X-Forwarded-For`.
 //!
 //! Channel rules live here too, so the WebSocket and HTTP sides cannot disagree: a user
 //! reads only their own `@user` channel and every room not named `private-*` unless the
 //! token's `rooms` claim says otherwise.
+
+pub mod proxy;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -61,9 +64,15 @@ pub struct LimitsConfig {
     #[arg(long, env = "CHAT_MAX_CONNECTIONS_PER_USER", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections_per_user: u32,
 
-    /// Connections one IP address may hold on one replica (behind a proxy, the proxy's).
+    /// Connections one IP address may hold on one replica (behind a proxy that is not
+    /// in `CHAT_TRUSTED_PROXIES`, the proxy's).
     #[arg(long, env = "CHAT_MAX_CONNECTIONS_PER_IP", default_value_t = 20_000, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections_per_ip: u32,
+
+    /// Proxies (addresses or CIDR blocks, comma-separated) whose `X-Forwarded-For`
+    /// names the client for the per-IP limit. Empty: the header is never read.
+    #[arg(long, env = "CHAT_TRUSTED_PROXIES", default_value = "", value_parser = clap::value_parser!(proxy::Proxies))]
+    pub trusted_proxies: proxy::Proxies,
 
     /// Frames per second one connection may send (token bucket refill rate).
     #[arg(long, env = "CHAT_RATE_LIMIT_PER_SEC", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
@@ -93,6 +102,7 @@ impl Default for LimitsConfig {
             max_rooms_per_connection: 100,
             max_connections_per_user: 20,
             max_connections_per_ip: 20_000,
+            trusted_proxies: proxy::Proxies::default(),
             rate_limit_per_sec: 20,
             rate_limit_burst: 40,
             send_queue_bytes: 1 << 20,

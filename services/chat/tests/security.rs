@@ -493,3 +493,49 @@ async fn connection_limits_and_timers() {
         );
     }
 }
+
+/// The per-IP limit counts the peer's address, whatever `X-Forwarded-For` says; behind a
+/// proxy in `CHAT_TRUSTED_PROXIES` it counts the client the proxy names, and a client
+/// that prepends another address to the header gains nothing.
+#[tokio::test]
+async fn connections_per_ip_count_the_client_behind_a_trusted_proxy() {
+    async fn open(url: &str, forwarded: &str) -> Result<WsClient, u16> {
+        match WsClient::try_open(url, false, &[("X-Forwarded-For", forwarded)]).await {
+            Ok(c) => Ok(c),
+            Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => Err(resp.status().as_u16()),
+            Err(e) => panic!("upgrade failed: {e}"),
+        }
+    }
+
+    // Nobody trusted: every connection here is 127.0.0.1's.
+    common::configure(|o| o.limits.max_connections_per_ip = 2);
+    let t = Topology::all_in_one().await;
+    let url = t.ws_url(0);
+    let _a = open(&url, "198.51.100.1").await.unwrap();
+    let _b = open(&url, "198.51.100.2").await.unwrap();
+    assert_eq!(open(&url, "198.51.100.3").await.err(), Some(429));
+
+    // Loopback is the proxy: two per forwarded client.
+    common::configure(|o| o.limits.trusted_proxies = "127.0.0.0/8".parse().unwrap());
+    let t = Topology::all_in_one().await;
+    let url = t.ws_url(0);
+    let _a1 = open(&url, "198.51.100.1").await.unwrap();
+    let _a2 = open(&url, "198.51.100.1").await.unwrap();
+    let _b1 = open(&url, "198.51.100.2").await.unwrap();
+    assert_eq!(open(&url, "198.51.100.1").await.err(), Some(429));
+    assert_eq!(
+        open(&url, "203.0.113.9, 198.51.100.1").await.err(),
+        Some(429),
+        "a forged left part is not read"
+    );
+    let _b2 = open(&url, "6.6.6.6, 198.51.100.2").await.unwrap();
+    let metrics = http()
+        .get(t.http_url(0, "/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("chat_limit_hits_total{limit=\"connections_per_ip\"} 2"));
+}

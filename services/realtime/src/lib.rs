@@ -303,6 +303,13 @@ async fn upgrade(
             "this Origin may not open WebSockets here",
         );
     }
+    let ip = ip.map(|peer| {
+        let forwarded = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok());
+        rt.limits.trusted_proxies.client_ip(peer, forwarded)
+    });
     let slot = match ip {
         Some(ip) => match rt.claim_ip(ip) {
             Some(slot) => Some(slot),

@@ -47,6 +47,14 @@ fn bad_settings_stop_it_with_exit_64_naming_the_setting() {
             ],
             "RUST_LOG",
         ),
+        (
+            vec![
+                ("CHAT_REDIS_URL", "redis://127.0.0.1:1/"),
+                ("CHAT_DEV_MODE", "true"),
+                ("CHAT_TRUSTED_PROXIES", "10.0.0.0/8,10.0.0.0/33"),
+            ],
+            "CHAT_TRUSTED_PROXIES",
+        ),
     ] {
         let out = Command::new(BIN).env_clear().envs(envs).output().unwrap();
         assert_eq!(out.status.code(), Some(64), "{out:?}");
