@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use chat_protocol::{ClientFrame, ServerFrame, Since};
 use chat_testkit::{RedisServer, WsClient, free_port};
-use common::{API_KEY, http, spawn_chat, spawn_gateway, spawn_realtime};
+use common::{API_KEY, http, metrics_of, sample, spawn_chat, spawn_gateway, spawn_realtime};
 
 const DASHBOARD: &str =
     include_str!("../../../observability/grafana/dashboards/chat-overview.json");
@@ -107,16 +107,6 @@ async fn drive_traffic(ws: &[SocketAddr], gateway: SocketAddr) -> Vec<WsClient> 
             .await;
     }
     clients
-}
-
-async fn metrics_of(addr: SocketAddr) -> String {
-    let r = http()
-        .get(format!("http://{addr}/metrics"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    r.text().await.unwrap()
 }
 
 fn promtool_check_metrics(name: &str, body: &str) {
@@ -341,13 +331,6 @@ async fn a_real_prometheus_answers_every_dashboard_expression_with_data() {
     ] {
         assert!(prometheus.value(expr).await > 0.0, "{expr} is 0");
     }
-}
-
-/// The value of an unlabelled sample of a /metrics body.
-fn sample(body: &str, name: &str) -> f64 {
-    body.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("{name} not in /metrics"))
 }
 
 #[tokio::test]

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use chat_protocol::{ClientFrame, ErrorCode, ServerFrame};
 use chat_testkit::{Closed, RedisServer, WsClient};
-use common::{API_KEY, Topology, http};
+use common::{API_KEY, Topology, http, metrics_of};
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use serde_json::{Value, json};
 
@@ -473,14 +473,7 @@ async fn connection_limits_and_timers() {
     awake.expect_silence(Duration::from_millis(900)).await;
     awake.send(&ClientFrame::Ping).await;
     assert_eq!(awake.recv().await, ServerFrame::Pong);
-    let metrics = http()
-        .get(t.http_url(0, "/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_of(&t.http[0]).await;
     for limit in [
         "rooms_per_connection",
         "connections_per_user",
@@ -529,13 +522,6 @@ async fn connections_per_ip_count_the_client_behind_a_trusted_proxy() {
         "a forged left part is not read"
     );
     let _b2 = open(&url, "6.6.6.6, 198.51.100.2").await.unwrap();
-    let metrics = http()
-        .get(t.http_url(0, "/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_of(&t.http[0]).await;
     assert!(metrics.contains("chat_limit_hits_total{limit=\"connections_per_ip\"} 2"));
 }

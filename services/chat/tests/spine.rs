@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use chat_protocol::{ClientFrame, ErrorCode, Message, ServerFrame};
 use chat_testkit::{Closed, RedisServer, WsClient};
-use common::{API_KEY, Topology, http};
+use common::{API_KEY, Topology, http, metrics_of, sample};
 use serde_json::{Value, json};
 
 fn message(f: ServerFrame) -> Message {
@@ -611,25 +611,17 @@ async fn a_dropped_subscription_is_repaired_from_history() {
     assert_eq!(next_message(&mut c).await.seq, 21, "live delivery is back");
 
     // Repaired deliveries count and are timed like live ones (from their store time).
-    let metric = |name: &'static str| {
-        let url = format!("http://{}/metrics", t.ws[0]);
-        async move {
-            let text = http().get(url).send().await.unwrap().text().await.unwrap();
-            text.lines()
-                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-                .and_then(|v| v.trim().parse::<f64>().ok())
-        }
-    };
-    assert_eq!(metric("chat_deliveries_total").await, Some(21.0));
+    let metrics = metrics_of(&t.ws[0]).await;
+    assert_eq!(sample(&metrics, "chat_deliveries_total"), 21.0);
     assert_eq!(
-        metric("chat_delivery_latency_seconds_count").await,
-        Some(21.0)
+        sample(&metrics, "chat_delivery_latency_seconds_count"),
+        21.0
     );
     // The watchdog notices within its 500 ms ping period.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     loop {
-        let reconnects = metric("chat_redis_reconnects_total").await;
-        if reconnects >= Some(1.0) {
+        let reconnects = sample(&metrics_of(&t.ws[0]).await, "chat_redis_reconnects_total");
+        if reconnects >= 1.0 {
             break;
         }
         assert!(

@@ -168,7 +168,6 @@ pub fn http() -> reqwest::Client {
         .unwrap()
 }
 
-/// Polls `url` until it answers `status`.
 /// A dev-mode user token from the server at `base` (`http://host:port`).
 pub async fn dev_token(base: &str, user: &str) -> String {
     let v: serde_json::Value = http()
@@ -183,6 +182,25 @@ pub async fn dev_token(base: &str, user: &str) -> String {
     v["token"].as_str().unwrap().to_owned()
 }
 
+/// The `/metrics` body of the server at `addr` (`host:port`).
+pub async fn metrics_of(addr: impl std::fmt::Display) -> String {
+    let r = http()
+        .get(format!("http://{addr}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.text().await.unwrap()
+}
+
+/// The value of an unlabelled sample of a /metrics body.
+pub fn sample(body: &str, name: &str) -> f64 {
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{name} not in /metrics"))
+}
+
+/// Polls `url` until it answers `status`.
 pub async fn wait_status(url: &str, status: u16) {
     let client = http();
     for _ in 0..150 {
