@@ -632,6 +632,53 @@ async fn a_dropped_subscription_is_repaired_from_history() {
     }
 }
 
+/// Redis drops every command connection while it stays up: a publish may be refused
+/// with 503, none hangs or fails otherwise, publishing works again at once, and every
+/// acknowledged message reaches the room once, in order.
+#[tokio::test]
+async fn killed_command_connections_come_back_at_once() {
+    let redis = RedisServer::start();
+    let t = Topology::split(&redis.url()).await;
+    let (mut c, _) = WsClient::connect_as(&t.ws_url(1), "kim", false).await;
+    c.join("R").await;
+    let url = t.http_url(0, "/v1/rooms/R/messages");
+    let publish = |i: usize| {
+        post(
+            &url,
+            Some(API_KEY),
+            json!({"text": format!("k{i}"), "from": "lee"}),
+        )
+    };
+    assert_eq!(publish(0).await.0, 201);
+    assert_eq!(next_message(&mut c).await.seq, 1);
+
+    let killed = redis.cli(&["CLIENT", "KILL", "TYPE", "normal"]);
+    assert_ne!(killed.trim(), "0", "connections were dropped: {killed}");
+    let mut acked = vec![1];
+    for i in 1..=20 {
+        let (status, body) = publish(i).await;
+        match status {
+            201 => acked.push(body["seq"].as_u64().unwrap()),
+            503 => assert_eq!(body["error"]["code"], "unavailable", "{body}"),
+            other => panic!("{other}: {body}"),
+        }
+    }
+    assert!(
+        acked.len() >= 19,
+        "at most one refusal per connection: {acked:?}"
+    );
+    let mut seen = vec![1];
+    while seen.len() < acked.len() {
+        seen.push(next_message(&mut c).await.seq);
+    }
+    assert_eq!(seen, acked, "acknowledged messages, once, in order");
+    assert_eq!(
+        acked,
+        (1..=acked.len() as u64).collect::<Vec<_>>(),
+        "no seq was skipped"
+    );
+}
+
 #[tokio::test]
 async fn the_openapi_document_lists_every_route() {
     let t = Topology::all_in_one().await;
