@@ -140,8 +140,8 @@ fn parse(buf: &[u8]) -> Option<(u64, u64, usize)> {
         ),
     };
     let p = buf.get(head..head + len)?;
-    let k = u64::from_le_bytes(p[..8].try_into().ok()?);
-    let t = u64::from_le_bytes(p[8..16].try_into().ok()?);
+    let k = u64::from_le_bytes(p.get(..8)?.try_into().ok()?);
+    let t = u64::from_le_bytes(p.get(8..16)?.try_into().ok()?);
     Some((k, t, head + len))
 }
 
