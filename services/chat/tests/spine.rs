@@ -579,6 +579,17 @@ async fn redis_restart_gives_503_then_messages_flow_again() {
     assert_eq!(next_message(&mut d).await.text, "ws after");
 }
 
+/// Posts `text` to room R through the first gateway, as a trusted backend.
+async fn publish_to_r(t: &Topology, text: String) -> (u16, Value) {
+    let url = t.http_url(0, "/v1/rooms/R/messages");
+    post(
+        &url,
+        Some(API_KEY),
+        json!({"text": text, "from": "backend"}),
+    )
+    .await
+}
+
 /// Redis stays up but a replica's subscription drops: the PUBLISHes meanwhile never
 /// reach it. When it subscribes again it compares heads and fetches the difference from
 /// history (or sees the seq gap on the next live message), so its client still gets
@@ -589,11 +600,7 @@ async fn a_dropped_subscription_is_repaired_from_history() {
     let t = Topology::split(&redis.url()).await;
     let (mut c, _) = WsClient::connect_as(&t.ws_url(0), "ivy", false).await;
     c.join("R").await;
-    let url = t.http_url(0, "/v1/rooms/R/messages");
-    let publish = |text: String| {
-        let url = url.clone();
-        async move { post(&url, Some(API_KEY), json!({"text": text, "from": "jon"})).await }
-    };
+    let publish = |text: String| publish_to_r(&t, text);
     assert_eq!(publish("m1".into()).await.0, 201);
     assert_eq!(next_message(&mut c).await.seq, 1);
 
@@ -641,14 +648,7 @@ async fn killed_command_connections_come_back_at_once() {
     let t = Topology::split(&redis.url()).await;
     let (mut c, _) = WsClient::connect_as(&t.ws_url(1), "kim", false).await;
     c.join("R").await;
-    let url = t.http_url(0, "/v1/rooms/R/messages");
-    let publish = |i: usize| {
-        post(
-            &url,
-            Some(API_KEY),
-            json!({"text": format!("k{i}"), "from": "lee"}),
-        )
-    };
+    let publish = |i: usize| publish_to_r(&t, format!("k{i}"));
     assert_eq!(publish(0).await.0, 201);
     assert_eq!(next_message(&mut c).await.seq, 1);
 
