@@ -579,9 +579,9 @@ async fn redis_restart_gives_503_then_messages_flow_again() {
     assert_eq!(next_message(&mut d).await.text, "ws after");
 }
 
-/// Posts `text` to room R through the first gateway, as a trusted backend.
-async fn publish_to_r(t: &Topology, text: String) -> (u16, Value) {
-    let url = t.http_url(0, "/v1/rooms/R/messages");
+/// Posts `text` to `room` through the first gateway, as a trusted backend.
+async fn publish_to(t: &Topology, room: &str, text: String) -> (u16, Value) {
+    let url = t.http_url(0, &format!("/v1/rooms/{room}/messages"));
     post(
         &url,
         Some(API_KEY),
@@ -593,36 +593,47 @@ async fn publish_to_r(t: &Topology, text: String) -> (u16, Value) {
 /// Redis stays up but a replica's subscription drops: the PUBLISHes meanwhile never
 /// reach it. When it subscribes again it compares heads and fetches the difference from
 /// history (or sees the seq gap on the next live message), so its client still gets
-/// every message once, in order; the repaired deliveries and the reconnect are counted.
+/// every message once, in order, also in a room that had no message before the drop;
+/// the repaired deliveries and the reconnect are counted.
 #[tokio::test]
 async fn a_dropped_subscription_is_repaired_from_history() {
     let redis = RedisServer::start();
     let t = Topology::split(&redis.url()).await;
     let (mut c, _) = WsClient::connect_as(&t.ws_url(0), "ivy", false).await;
     c.join("R").await;
-    let publish = |text: String| publish_to_r(&t, text);
-    assert_eq!(publish("m1".into()).await.0, 201);
+    c.join("Q").await;
+    assert_eq!(publish_to(&t, "R", "m1".into()).await.0, 201);
     assert_eq!(next_message(&mut c).await.seq, 1);
 
     let killed = redis.cli(&["CLIENT", "KILL", "TYPE", "pubsub"]);
     assert_ne!(killed.trim(), "0", "subscriptions were dropped: {killed}");
     for i in 2..=20 {
-        let (status, body) = publish(format!("m{i}")).await;
+        if i % 4 == 2 {
+            let (status, body) = publish_to(&t, "Q", format!("q{}", i / 4 + 1)).await;
+            assert_eq!(status, 201, "{body}");
+        }
+        let (status, body) = publish_to(&t, "R", format!("m{i}")).await;
         assert_eq!(status, 201, "{body}");
     }
-    for i in 2..=20u64 {
+    let (mut r, mut q) = (vec![1], Vec::new());
+    while r.len() < 20 || q.len() < 5 {
         let m = next_message(&mut c).await;
-        assert_eq!((m.seq, m.text), (i, format!("m{i}")), "once, in order");
+        match m.room.as_str() {
+            "R" => r.push(m.seq),
+            _ => q.push(m.seq),
+        }
     }
-    assert_eq!(publish("m21".into()).await.0, 201);
+    assert_eq!(r, (1..=20).collect::<Vec<u64>>(), "R: once, in order");
+    assert_eq!(q, (1..=5).collect::<Vec<u64>>(), "Q: once, in order");
+    assert_eq!(publish_to(&t, "R", "m21".into()).await.0, 201);
     assert_eq!(next_message(&mut c).await.seq, 21, "live delivery is back");
 
     // Repaired deliveries count and are timed like live ones (from their store time).
     let metrics = metrics_of(&t.ws[0]).await;
-    assert_eq!(sample(&metrics, "chat_deliveries_total"), 21.0);
+    assert_eq!(sample(&metrics, "chat_deliveries_total"), 26.0);
     assert_eq!(
         sample(&metrics, "chat_delivery_latency_seconds_count"),
-        21.0
+        26.0
     );
     // The watchdog notices within its 500 ms ping period.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
@@ -648,7 +659,7 @@ async fn killed_command_connections_come_back_at_once() {
     let t = Topology::split(&redis.url()).await;
     let (mut c, _) = WsClient::connect_as(&t.ws_url(1), "kim", false).await;
     c.join("R").await;
-    let publish = |i: usize| publish_to_r(&t, format!("k{i}"));
+    let publish = |i: usize| publish_to(&t, "R", format!("k{i}"));
     assert_eq!(publish(0).await.0, 201);
     assert_eq!(next_message(&mut c).await.seq, 1);
 

@@ -343,6 +343,12 @@ impl Hub {
             return;
         };
         let mut m = members.lock();
+        // Gap detection starts from the head the first member joined at: with nothing
+        // to compare with, a bus that dropped a new channel's first messages would
+        // deliver the next one and skip them for good.
+        if m.last.is_none() {
+            m.last = Some((head.epoch.clone(), head.seq));
+        }
         let Some(member) = m.by_conn.get_mut(&conn.id) else {
             return;
         };
