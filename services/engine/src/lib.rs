@@ -78,8 +78,9 @@ pub struct History {
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum EngineError {
-    /// The store or the bus cannot be reached: the caller answers 503 / `unavailable`
-    /// and the message was not stored.
+    /// The store or the bus cannot be reached: the caller answers 503 / `unavailable`.
+    /// A publish that failed before Redis had it is not stored; one whose answer was
+    /// lost (a timeout, a reset while waiting) may be: clients match by `cid`.
     #[error("engine unavailable: {0}")]
     Unavailable(String),
     #[error("engine error: {0}")]
@@ -94,7 +95,7 @@ impl From<EngineError> for ProtocolError {
         match e {
             EngineError::Unavailable(m) => ProtocolError::new(
                 ErrorCode::Unavailable,
-                format!("message store unavailable, nothing was stored: {m}"),
+                format!("message store unavailable: {m}"),
             ),
             EngineError::Internal(m) | EngineError::Config(m) => {
                 ProtocolError::new(ErrorCode::Internal, m)
