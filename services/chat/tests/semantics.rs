@@ -82,6 +82,94 @@ async fn recovery_seam_under_load(t: &Topology) {
     c.expect_silence(Duration::from_millis(200)).await;
 }
 
+/// Many seams while messages keep flowing from both gateways: the client alternately
+/// leaves and rejoins with `since` on the same connection, and drops its connection and
+/// rejoins on the other replica, after reading a varying number of messages each time.
+/// It ends with every message exactly once, in order.
+async fn recovery_survives_many_seams(t: &Topology) {
+    const TOTAL: u64 = 600;
+    let urls: Vec<String> = (0..2)
+        .map(|i| t.http_url(i, "/v1/rooms/M/messages"))
+        .collect();
+    let (mut c, _) = WsClient::connect_as(&t.ws_url(0), "seams", false).await;
+    c.join("M").await;
+    let publisher = tokio::spawn(async move {
+        let client = http();
+        for i in 0..TOTAL as usize {
+            let r = client
+                .post(&urls[i % 2])
+                .bearer_auth(API_KEY)
+                .json(&json!({"text": i.to_string(), "from": "pub"}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 201);
+        }
+    });
+    // Every seq received, and where to resume.
+    let mut seqs: Vec<u64> = Vec::new();
+    let mut since: Option<Since> = None;
+    let seen = |m: chat_protocol::Message, seqs: &mut Vec<u64>, since: &mut Option<Since>| {
+        seqs.push(m.seq);
+        *since = Some(Since {
+            epoch: m.epoch,
+            seq: m.seq,
+        });
+    };
+    let (mut replica, mut seams, mut rng) = (0, 0, 7u64);
+    while (seqs.len() as u64) < TOTAL {
+        rng = rng
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        let want = (seqs.len() as u64 + 1 + (rng >> 59)).min(TOTAL);
+        while (seqs.len() as u64) < want {
+            if let ServerFrame::Message(m) = c.recv().await {
+                seen(m, &mut seqs, &mut since);
+            }
+        }
+        if seqs.len() as u64 == TOTAL {
+            break;
+        }
+        seams += 1;
+        if seams % 2 == 0 {
+            c.send(&ClientFrame::Leave { room: "M".into() }).await;
+            // What was queued before the leave still arrives, in order.
+            loop {
+                match c.recv().await {
+                    ServerFrame::Message(m) => seen(m, &mut seqs, &mut since),
+                    ServerFrame::Left { .. } => break,
+                    _ => {}
+                }
+            }
+        } else {
+            c.close().await;
+            replica = 1 - replica;
+            c = WsClient::connect_as(&t.ws_url(replica), "seams", false)
+                .await
+                .0;
+        }
+        c.send(&ClientFrame::Join {
+            room: "M".into(),
+            since: since.clone(),
+        })
+        .await;
+        loop {
+            match c.recv().await {
+                ServerFrame::Joined { recovered, .. } => {
+                    assert_eq!(recovered, Some(true), "seam {seams}");
+                    break;
+                }
+                ServerFrame::Message(m) => panic!("message {} before joined", m.seq),
+                _ => {}
+            }
+        }
+    }
+    publisher.await.unwrap();
+    assert!(seams >= 20, "only {seams} seams");
+    assert_eq!(seqs, (1..=TOTAL).collect::<Vec<_>>(), "after {seams} seams");
+    c.expect_silence(Duration::from_millis(200)).await;
+}
+
 /// Recovery works up to the history size and reports `recovered: false` past it.
 async fn recovery_limits(t: &Topology) {
     let (mut c, _) = WsClient::connect_as(&t.ws_url(0), "limits", false).await;
@@ -453,6 +541,17 @@ async fn split_recovery_seam_under_load() {
 #[tokio::test]
 async fn all_in_one_recovery_seam_under_load() {
     recovery_seam_under_load(&Topology::all_in_one().await).await;
+}
+
+#[tokio::test]
+async fn split_recovery_survives_many_seams() {
+    let redis = RedisServer::start();
+    recovery_survives_many_seams(&Topology::split(&redis.url()).await).await;
+}
+
+#[tokio::test]
+async fn all_in_one_recovery_survives_many_seams() {
+    recovery_survives_many_seams(&Topology::all_in_one().await).await;
 }
 
 #[tokio::test]
