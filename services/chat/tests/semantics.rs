@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use chat_protocol::frames::PresenceEvent;
 use chat_protocol::{ClientFrame, ServerFrame, Since};
-use chat_testkit::{RedisServer, WsClient};
+use chat_testkit::{Closed, RedisServer, WsClient};
 use common::{API_KEY, Topology, http};
 use serde_json::{Value, json};
 
@@ -168,6 +168,69 @@ async fn recovery_survives_many_seams(t: &Topology) {
     assert!(seams >= 20, "only {seams} seams");
     assert_eq!(seqs, (1..=TOTAL).collect::<Vec<_>>(), "after {seams} seams");
     c.expect_silence(Duration::from_millis(200)).await;
+}
+
+/// A client that stops reading is cut off with 1013 once its send queue is full; it
+/// reconnects, joins with `since` = the last message it got, and recovers the rest:
+/// every message once, in order.
+async fn a_slow_consumer_recovers_after_1013(t: &Topology) {
+    const TOTAL: u64 = 1500;
+    let (mut c, _) = WsClient::connect_as(&t.ws_url(0), "sleepy", false).await;
+    c.join("F").await;
+    let text = "x".repeat(4000);
+    let urls: Vec<String> = (0..2)
+        .map(|i| t.http_url(i, "/v1/rooms/F/messages"))
+        .collect();
+    let client = http();
+    for i in 0..TOTAL as usize {
+        let r = client
+            .post(&urls[i % 2])
+            .bearer_auth(API_KEY)
+            .json(&json!({"text": text, "from": "pub"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+    }
+    // Now read what reached the socket before the queue overflowed, then the close.
+    let mut seqs = Vec::new();
+    let mut since = None;
+    let closed = loop {
+        match c.try_recv(Duration::from_secs(10)).await {
+            Some(Ok(ServerFrame::Message(m))) => {
+                seqs.push(m.seq);
+                since = Some(Since {
+                    epoch: m.epoch,
+                    seq: m.seq,
+                });
+            }
+            Some(Ok(_)) => {}
+            Some(Err(closed)) => break closed,
+            None => panic!("neither cut off nor done after {} messages", seqs.len()),
+        }
+    };
+    assert_eq!(closed, Closed::Code(1013));
+    assert!(
+        (seqs.len() as u64) < TOTAL,
+        "the queue overflowed before the end"
+    );
+
+    let (mut back, _) = WsClient::connect_as(&t.ws_url(1), "sleepy", false).await;
+    back.send(&ClientFrame::Join {
+        room: "F".into(),
+        since,
+    })
+    .await;
+    match back.recv().await {
+        ServerFrame::Joined { recovered, .. } => assert_eq!(recovered, Some(true)),
+        other => panic!("{other:?}"),
+    }
+    while (seqs.len() as u64) < TOTAL {
+        if let ServerFrame::Message(m) = back.recv().await {
+            seqs.push(m.seq);
+        }
+    }
+    assert_eq!(seqs, (1..=TOTAL).collect::<Vec<_>>());
 }
 
 /// Recovery works up to the history size and reports `recovered: false` past it.
@@ -552,6 +615,21 @@ async fn split_recovery_survives_many_seams() {
 #[tokio::test]
 async fn all_in_one_recovery_survives_many_seams() {
     recovery_survives_many_seams(&Topology::all_in_one().await).await;
+}
+
+#[tokio::test]
+async fn split_a_slow_consumer_recovers_after_1013() {
+    let redis = RedisServer::start();
+    common::set_history_size(2000);
+    common::configure(|o| o.limits.send_queue_bytes = 64 * 1024);
+    a_slow_consumer_recovers_after_1013(&Topology::split(&redis.url()).await).await;
+}
+
+#[tokio::test]
+async fn all_in_one_a_slow_consumer_recovers_after_1013() {
+    common::set_history_size(2000);
+    common::configure(|o| o.limits.send_queue_bytes = 64 * 1024);
+    a_slow_consumer_recovers_after_1013(&Topology::all_in_one().await).await;
 }
 
 #[tokio::test]

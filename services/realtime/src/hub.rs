@@ -190,8 +190,17 @@ impl Hub {
             recovered,
         };
         let _ = conn.send(&answer(&joined));
+        // At the client's pace: a backlog larger than the send queue is not a slow
+        // consumer. Live messages wait in the member's buffer meanwhile.
         for m in &messages {
-            let _ = conn.queue.push(frame::message(conn.encoding, m));
+            if conn
+                .queue
+                .push_paced(frame::message(conn.encoding, m))
+                .await
+                .is_err()
+            {
+                break;
+            }
         }
         self.go_live(conn, channel, &joined.head);
         self.metrics.joins.inc();

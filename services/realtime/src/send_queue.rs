@@ -29,11 +29,15 @@ struct State {
     frames: VecDeque<Queued>,
     bytes: usize,
     close: Option<Close>,
+    /// A paced push waits for the writer to take frames.
+    space_wanted: bool,
 }
 
 pub struct SendQueue {
     state: Mutex<State>,
     notify: Notify,
+    /// Wakes [`SendQueue::push_paced`] when the writer took frames or the queue closed.
+    space: Notify,
     max_bytes: usize,
 }
 
@@ -48,8 +52,10 @@ impl SendQueue {
                 frames: VecDeque::new(),
                 bytes: 0,
                 close: None,
+                space_wanted: false,
             }),
             notify: Notify::new(),
+            space: Notify::new(),
             max_bytes,
         }
     }
@@ -72,6 +78,7 @@ impl SendQueue {
             s.close = Some(SLOW_CONSUMER);
             drop(s);
             self.notify.notify_one();
+            self.space.notify_waiters();
             return Err(Closing);
         }
         s.bytes += frame.len();
@@ -79,6 +86,35 @@ impl SendQueue {
         drop(s);
         self.notify.notify_one();
         Ok(())
+    }
+
+    /// Queues a frame of a backlog (the messages a `join` with `since` recovers) at the
+    /// pace the client reads: waits while the frame would not fit, instead of counting
+    /// the client slow. A backlog larger than the queue is recovered whole, and the
+    /// memory it takes stays within the bound. A frame larger than the whole bound goes
+    /// in alone. A client that stops reading is closed by the writer's write timeout.
+    pub async fn push_paced(&self, frame: Bytes) -> Result<(), Closing> {
+        loop {
+            let space = self.space.notified();
+            tokio::pin!(space);
+            // Registered before the check: a drain right after it still wakes us.
+            space.as_mut().enable();
+            {
+                let mut s = self.state.lock();
+                if s.close.is_some() {
+                    return Err(Closing);
+                }
+                if s.bytes == 0 || s.bytes + frame.len() <= self.max_bytes {
+                    s.bytes += frame.len();
+                    s.frames.push_back((frame, 0));
+                    drop(s);
+                    self.notify.notify_one();
+                    return Ok(());
+                }
+                s.space_wanted = true;
+            }
+            space.await;
+        }
     }
 
     /// Asks the writer to send what is queued, then close with `close`. The first close
@@ -90,6 +126,7 @@ impl SendQueue {
         }
         drop(s);
         self.notify.notify_one();
+        self.space.notify_waiters();
     }
 
     pub fn is_closing(&self) -> bool {
@@ -98,7 +135,20 @@ impl SendQueue {
 
     /// Moves every queued frame into `out` without waiting; returns the close, if any.
     pub fn take(&self, out: &mut Vec<Queued>) -> Option<Close> {
-        drain_into(&mut self.state.lock(), out)
+        let mut s = self.state.lock();
+        let close = drain_into(&mut s, out);
+        self.wake_paced(s);
+        close
+    }
+
+    /// Wakes a paced push after frames were taken; costs nothing when none waits (the
+    /// common case, on every write).
+    fn wake_paced(&self, mut s: parking_lot::MutexGuard<'_, State>) {
+        let wanted = std::mem::take(&mut s.space_wanted);
+        drop(s);
+        if wanted {
+            self.space.notify_waiters();
+        }
     }
 
     /// Waits for frames or a close; moves every queued frame into `out`. Cancel-safe:
@@ -108,7 +158,9 @@ impl SendQueue {
             {
                 let mut s = self.state.lock();
                 if !s.frames.is_empty() || s.close.is_some() {
-                    return drain_into(&mut s, out);
+                    let close = drain_into(&mut s, out);
+                    self.wake_paced(s);
+                    return close;
                 }
             }
             self.notify.notified().await;
@@ -161,6 +213,33 @@ mod tests {
         let mut out = Vec::new();
         assert_eq!(q.next(&mut out).await.map(|c| c.code), Some(1012));
         assert_eq!(out.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_paced_backlog_waits_for_the_writer_instead_of_overflowing() {
+        let q = std::sync::Arc::new(SendQueue::new(10));
+        let q2 = q.clone();
+        let backlog = tokio::spawn(async move {
+            for i in 0..20u8 {
+                q2.push_paced(Bytes::from(vec![i; 4])).await.unwrap();
+            }
+        });
+        let mut got = Vec::new();
+        while got.len() < 20 {
+            let mut out = Vec::new();
+            assert_eq!(q.next(&mut out).await, None, "never a slow consumer");
+            assert!(out.iter().map(|(b, _)| b.len()).sum::<usize>() <= 10);
+            got.extend(out.into_iter().map(|(b, _)| b[0]));
+        }
+        backlog.await.unwrap();
+        assert_eq!(got, (0..20).collect::<Vec<u8>>(), "in order");
+        // A frame larger than the bound goes in alone; a closed queue refuses.
+        q.push_paced(Bytes::from(vec![0; 50])).await.unwrap();
+        q.close(Close {
+            code: 1000,
+            reason: "",
+        });
+        assert_eq!(q.push_paced(Bytes::from_static(b"x")).await, Err(Closing));
     }
 
     #[tokio::test]
