@@ -28,27 +28,38 @@ async fn token(t: &Topology, user: &str) -> String {
     common::dev_token(&t.http_url(0, ""), user).await
 }
 
-/// A client rejoins with `since` while messages keep flowing: it ends with every
-/// message exactly once, in order — no gap, no duplicate at the seam.
-async fn recovery_seam_under_load(t: &Topology) {
-    let (mut c, _) = WsClient::connect_as(&t.ws_url(0), "seam", true).await;
-    c.join("S").await;
+/// Publishes `n` messages to `room` in the background, alternating between the
+/// deployment's two gateways; every one must be stored.
+fn publish_in_background(
+    t: &Topology,
+    room: &str,
+    n: usize,
+    text: impl Fn(usize) -> String + Send + 'static,
+) -> tokio::task::JoinHandle<()> {
     let urls: Vec<String> = (0..2)
-        .map(|i| t.http_url(i, "/v1/rooms/S/messages"))
+        .map(|i| t.http_url(i, &format!("/v1/rooms/{room}/messages")))
         .collect();
-    let publisher = tokio::spawn(async move {
+    tokio::spawn(async move {
         let client = http();
-        for i in 0..300 {
+        for i in 0..n {
             let r = client
                 .post(&urls[i % 2])
                 .bearer_auth(API_KEY)
-                .json(&json!({"text": i.to_string(), "from": "pub"}))
+                .json(&json!({"text": text(i), "from": "pub"}))
                 .send()
                 .await
                 .unwrap();
             assert_eq!(r.status(), 201);
         }
-    });
+    })
+}
+
+/// A client rejoins with `since` while messages keep flowing: it ends with every
+/// message exactly once, in order — no gap, no duplicate at the seam.
+async fn recovery_seam_under_load(t: &Topology) {
+    let (mut c, _) = WsClient::connect_as(&t.ws_url(0), "seam", true).await;
+    c.join("S").await;
+    let publisher = publish_in_background(t, "S", 300, |i| i.to_string());
     let mut seqs = Vec::new();
     let mut since = None;
     while seqs.len() < 40 {
@@ -88,24 +99,9 @@ async fn recovery_seam_under_load(t: &Topology) {
 /// It ends with every message exactly once, in order.
 async fn recovery_survives_many_seams(t: &Topology) {
     const TOTAL: u64 = 600;
-    let urls: Vec<String> = (0..2)
-        .map(|i| t.http_url(i, "/v1/rooms/M/messages"))
-        .collect();
     let (mut c, _) = WsClient::connect_as(&t.ws_url(0), "seams", false).await;
     c.join("M").await;
-    let publisher = tokio::spawn(async move {
-        let client = http();
-        for i in 0..TOTAL as usize {
-            let r = client
-                .post(&urls[i % 2])
-                .bearer_auth(API_KEY)
-                .json(&json!({"text": i.to_string(), "from": "pub"}))
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(r.status(), 201);
-        }
-    });
+    let publisher = publish_in_background(t, "M", TOTAL as usize, |i| i.to_string());
     // Every seq received, and where to resume.
     let mut seqs: Vec<u64> = Vec::new();
     let mut since: Option<Since> = None;
@@ -177,21 +173,9 @@ async fn a_slow_consumer_recovers_after_1013(t: &Topology) {
     const TOTAL: u64 = 1500;
     let (mut c, _) = WsClient::connect_as(&t.ws_url(0), "sleepy", false).await;
     c.join("F").await;
-    let text = "x".repeat(4000);
-    let urls: Vec<String> = (0..2)
-        .map(|i| t.http_url(i, "/v1/rooms/F/messages"))
-        .collect();
-    let client = http();
-    for i in 0..TOTAL as usize {
-        let r = client
-            .post(&urls[i % 2])
-            .bearer_auth(API_KEY)
-            .json(&json!({"text": text, "from": "pub"}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 201);
-    }
+    publish_in_background(t, "F", TOTAL as usize, |_| "x".repeat(4000))
+        .await
+        .unwrap();
     // Now read what reached the socket before the queue overflowed, then the close.
     let mut seqs = Vec::new();
     let mut since = None;
@@ -564,24 +548,28 @@ async fn history_paging(t: &Topology) {
     }
 }
 
+/// Runs each scenario on the split deployment (over a real Redis) and on the
+/// all-in-one server, after its setup (the options of the servers it starts).
 macro_rules! on_both {
-    ($($name:ident),* $(,)?) => {
+    ($($name:ident => $setup:block),* $(,)?) => {
         mod split {
+            use super::*;
             $(
                 #[tokio::test]
                 async fn $name() {
-                    let redis = chat_testkit::RedisServer::start();
-                    super::common::set_history_size(10);
-                    super::$name(&super::Topology::split(&redis.url()).await).await;
+                    let redis = RedisServer::start();
+                    $setup
+                    super::$name(&Topology::split(&redis.url()).await).await;
                 }
             )*
         }
         mod all_in_one {
+            use super::*;
             $(
                 #[tokio::test]
                 async fn $name() {
-                    super::common::set_history_size(10);
-                    super::$name(&super::Topology::all_in_one().await).await;
+                    $setup
+                    super::$name(&Topology::all_in_one().await).await;
                 }
             )*
         }
@@ -589,59 +577,18 @@ macro_rules! on_both {
 }
 
 on_both!(
-    recovery_limits,
-    personal_channel_recovers_at_connect,
-    presence_counts_users_not_tabs,
-    typing_is_forwarded_sparingly_and_never_stored,
+    recovery_limits => { common::set_history_size(10); },
+    personal_channel_recovers_at_connect => { common::set_history_size(10); },
+    presence_counts_users_not_tabs => { common::set_history_size(10); },
+    typing_is_forwarded_sparingly_and_never_stored => { common::set_history_size(10); },
+    recovery_seam_under_load => {},
+    recovery_survives_many_seams => {},
+    a_slow_consumer_recovers_after_1013 => {
+        common::set_history_size(2000);
+        common::configure(|o| o.limits.send_queue_bytes = 64 * 1024);
+    },
+    history_paging => {},
 );
-
-#[tokio::test]
-async fn split_recovery_seam_under_load() {
-    let redis = RedisServer::start();
-    recovery_seam_under_load(&Topology::split(&redis.url()).await).await;
-}
-
-#[tokio::test]
-async fn all_in_one_recovery_seam_under_load() {
-    recovery_seam_under_load(&Topology::all_in_one().await).await;
-}
-
-#[tokio::test]
-async fn split_recovery_survives_many_seams() {
-    let redis = RedisServer::start();
-    recovery_survives_many_seams(&Topology::split(&redis.url()).await).await;
-}
-
-#[tokio::test]
-async fn all_in_one_recovery_survives_many_seams() {
-    recovery_survives_many_seams(&Topology::all_in_one().await).await;
-}
-
-#[tokio::test]
-async fn split_a_slow_consumer_recovers_after_1013() {
-    let redis = RedisServer::start();
-    common::set_history_size(2000);
-    common::configure(|o| o.limits.send_queue_bytes = 64 * 1024);
-    a_slow_consumer_recovers_after_1013(&Topology::split(&redis.url()).await).await;
-}
-
-#[tokio::test]
-async fn all_in_one_a_slow_consumer_recovers_after_1013() {
-    common::set_history_size(2000);
-    common::configure(|o| o.limits.send_queue_bytes = 64 * 1024);
-    a_slow_consumer_recovers_after_1013(&Topology::all_in_one().await).await;
-}
-
-#[tokio::test]
-async fn split_history_paging() {
-    let redis = RedisServer::start();
-    history_paging(&Topology::split(&redis.url()).await).await;
-}
-
-#[tokio::test]
-async fn all_in_one_history_paging() {
-    history_paging(&Topology::all_in_one().await).await;
-}
 
 /// With CHAT_WRITE_DELAY_MS, frames that arrive within the delay share writes: members
 /// still get every message once, in order, on both deployments.
