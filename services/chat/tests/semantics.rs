@@ -217,6 +217,66 @@ async fn a_slow_consumer_recovers_after_1013(t: &Topology) {
     assert_eq!(seqs, (1..=TOTAL).collect::<Vec<_>>());
 }
 
+/// A client recovers a backlog many times its send queue while the room stays busy,
+/// reading slower than the server could send but faster than the room's live rate:
+/// what arrives live during the recovery follows at the client's pace too, so it is
+/// never cut off, and gets every message once, in order.
+async fn a_busy_room_recovers_through_a_small_queue(t: &Topology) {
+    // More than the kernel's socket buffers hold, so the recovery takes as long as
+    // the client's reading.
+    const BACKLOG: usize = 3000;
+    const LIVE: usize = 400;
+    let (mut first, _) = WsClient::connect_as(&t.ws_url(0), "early", false).await;
+    let ServerFrame::Joined { epoch, .. } = first.join("B").await else {
+        panic!("not joined")
+    };
+    publish_in_background(t, "B", BACKLOG, |_| "b".repeat(4000))
+        .await
+        .unwrap();
+    // About 200 messages a second, for the whole recovery.
+    let url = t.http_url(0, "/v1/rooms/B/messages");
+    let live = tokio::spawn(async move {
+        let client = http();
+        for _ in 0..LIVE {
+            let r = client
+                .post(&url)
+                .bearer_auth(API_KEY)
+                .json(&json!({"text": "l".repeat(4000), "from": "pub"}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 201);
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+    let (mut c, _) = WsClient::connect_as(&t.ws_url(1), "late", false).await;
+    c.send(&ClientFrame::Join {
+        room: "B".into(),
+        since: Some(Since { epoch, seq: 0 }),
+    })
+    .await;
+    match c.recv().await {
+        ServerFrame::Joined { recovered, .. } => assert_eq!(recovered, Some(true)),
+        other => panic!("{other:?}"),
+    }
+    let mut seqs = Vec::new();
+    while seqs.len() < BACKLOG + LIVE {
+        match c.try_recv(Duration::from_secs(10)).await {
+            Some(Ok(ServerFrame::Message(m))) => {
+                seqs.push(m.seq);
+                // A reader of about 1,000 messages a second.
+                if seqs.len() % 2 == 0 {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            }
+            Some(Ok(_)) => {}
+            other => panic!("after {} messages: {other:?}", seqs.len()),
+        }
+    }
+    live.await.unwrap();
+    assert_eq!(seqs, (1..=(BACKLOG + LIVE) as u64).collect::<Vec<_>>());
+}
+
 /// Recovery works up to the history size and reports `recovered: false` past it.
 async fn recovery_limits(t: &Topology) {
     let (mut c, _) = WsClient::connect_as(&t.ws_url(0), "limits", false).await;
@@ -588,6 +648,10 @@ on_both!(
         common::configure(|o| o.limits.send_queue_bytes = 64 * 1024);
     },
     history_paging => {},
+    a_busy_room_recovers_through_a_small_queue => {
+        common::set_history_size(4000);
+        common::configure(|o| o.limits.send_queue_bytes = 16 * 1024);
+    },
 );
 
 /// With CHAT_WRITE_DELAY_MS, frames that arrive within the delay share writes: members

@@ -195,13 +195,14 @@ impl Hub {
         for m in &messages {
             if conn
                 .queue
-                .push_paced(frame::message(conn.encoding, m))
+                .push_paced(frame::message(conn.encoding, m), 0)
                 .await
                 .is_err()
             {
                 break;
             }
         }
+        self.catch_up(conn, channel, &joined.head).await;
         self.go_live(conn, channel, &joined.head);
         self.metrics.joins.inc();
         self.presence_changed(conn, channel, PresenceEvent::Join)
@@ -342,6 +343,50 @@ impl Hub {
             return Err(e.into());
         }
         Ok(())
+    }
+
+    /// Sends the live messages buffered while a backlog went out, at the client's pace,
+    /// round after round while each round is smaller than the one before (the client
+    /// reads faster than the room publishes). What is left, and a client that does not
+    /// keep up, go to [`Hub::go_live`], where the send queue's bound decides.
+    async fn catch_up(&self, conn: &Arc<Conn>, channel: &str, head: &Head) {
+        let mut previous = usize::MAX;
+        loop {
+            let Some(pending) = self.take_buffered(conn, channel) else {
+                return;
+            };
+            if pending.is_empty() {
+                return;
+            }
+            let round = pending.len();
+            let mut delivered = 0;
+            for msg in pending {
+                if msg.epoch == head.epoch && msg.seq <= head.seq {
+                    continue;
+                }
+                let frame = frame::message(conn.encoding, &msg);
+                if conn.queue.push_paced(frame, stored_us(&msg)).await.is_err() {
+                    return;
+                }
+                delivered += 1;
+            }
+            self.metrics.deliveries.inc_by(delivered);
+            if round >= previous {
+                return;
+            }
+            previous = round;
+        }
+    }
+
+    /// Takes what a buffering member holds so far; it goes on buffering. `None` when
+    /// it is no longer a buffering member.
+    fn take_buffered(&self, conn: &Arc<Conn>, channel: &str) -> Option<Vec<Message>> {
+        let members = self.channels.read().get(channel).cloned()?;
+        let mut m = members.lock();
+        match &mut m.by_conn.get_mut(&conn.id)?.state {
+            State::Buffering(buffered) => Some(std::mem::take(buffered)),
+            State::Live { .. } => None,
+        }
     }
 
     /// Queues what was buffered during the join (only what is newer than the head the

@@ -93,7 +93,7 @@ impl SendQueue {
     /// the client slow. A backlog larger than the queue is recovered whole, and the
     /// memory it takes stays within the bound. A frame larger than the whole bound goes
     /// in alone. A client that stops reading is closed by the writer's write timeout.
-    pub async fn push_paced(&self, frame: Bytes) -> Result<(), Closing> {
+    pub async fn push_paced(&self, frame: Bytes, published_us: u64) -> Result<(), Closing> {
         loop {
             let space = self.space.notified();
             tokio::pin!(space);
@@ -106,7 +106,7 @@ impl SendQueue {
                 }
                 if s.bytes == 0 || s.bytes + frame.len() <= self.max_bytes {
                     s.bytes += frame.len();
-                    s.frames.push_back((frame, 0));
+                    s.frames.push_back((frame, published_us));
                     drop(s);
                     self.notify.notify_one();
                     return Ok(());
@@ -221,7 +221,7 @@ mod tests {
         let q2 = q.clone();
         let backlog = tokio::spawn(async move {
             for i in 0..20u8 {
-                q2.push_paced(Bytes::from(vec![i; 4])).await.unwrap();
+                q2.push_paced(Bytes::from(vec![i; 4]), 0).await.unwrap();
             }
         });
         let mut got = Vec::new();
@@ -234,12 +234,15 @@ mod tests {
         backlog.await.unwrap();
         assert_eq!(got, (0..20).collect::<Vec<u8>>(), "in order");
         // A frame larger than the bound goes in alone; a closed queue refuses.
-        q.push_paced(Bytes::from(vec![0; 50])).await.unwrap();
+        q.push_paced(Bytes::from(vec![0; 50]), 0).await.unwrap();
         q.close(Close {
             code: 1000,
             reason: "",
         });
-        assert_eq!(q.push_paced(Bytes::from_static(b"x")).await, Err(Closing));
+        assert_eq!(
+            q.push_paced(Bytes::from_static(b"x"), 0).await,
+            Err(Closing)
+        );
     }
 
     #[tokio::test]
