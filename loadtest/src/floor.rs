@@ -20,7 +20,7 @@ use serde::Serialize;
 
 use crate::config::parse_duration;
 use crate::procstat::thread_cpu_us;
-use crate::report::Latency;
+use crate::report::{Latency, ms};
 use crate::stamp;
 use crate::stats::Hist;
 
@@ -79,7 +79,6 @@ pub struct FloorReport {
 impl FloorReport {
     pub fn summary(&self) -> String {
         let l = &self.latency;
-        let ms = |us: u64| format!("{:.1} ms", us as f64 / 1000.0);
         format!(
             "loopback floor: {} members, {} writers, {} readers, {} msg/s for {:.1} s\n\
              delivered {} of {} ({} out of order)\n\

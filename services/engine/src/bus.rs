@@ -32,14 +32,8 @@ pub struct Envelope {
 
 /// Receives what the bus delivers. The hub implements it; calls must not block.
 pub trait BusHandler: Send + Sync + 'static {
-    /// A message of a subscribed channel, in seq order per channel.
-    fn on_message(&self, message: Message);
-    /// A live message with its envelope; engines call this one. The default forgets
-    /// the envelope.
-    fn on_published(&self, message: Message, envelope: Envelope) {
-        let _ = envelope;
-        self.on_message(message);
-    }
+    /// A message of a subscribed channel, in seq order per channel, with its envelope.
+    fn on_published(&self, message: Message, envelope: Envelope);
     /// A typing notice on a subscribed channel.
     fn on_typing(&self, channel: &str, user: &str);
     /// A user came online in a room (first connection) or went offline (last one).

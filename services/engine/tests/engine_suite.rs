@@ -5,7 +5,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use chat_engine::{
-    BusHandler, Control, Engine, EngineConfig, EngineError, PresenceEntry, PresenceEvent,
+    BusHandler, Control, Engine, EngineConfig, EngineError, Envelope, PresenceEntry, PresenceEvent,
     Publication, Range,
 };
 use chat_protocol::Message;
@@ -22,7 +22,7 @@ struct Recorder {
 }
 
 impl BusHandler for Recorder {
-    fn on_message(&self, m: Message) {
+    fn on_published(&self, m: Message, _: Envelope) {
         self.messages.lock().push(m);
     }
     fn on_typing(&self, channel: &str, user: &str) {

@@ -19,6 +19,7 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::frame::{self, Prepared};
 use crate::send_queue::{Closing, SendQueue};
+use crate::trace::stored_us;
 
 /// One WebSocket connection, as the hub sees it.
 pub struct Conn {
@@ -360,12 +361,9 @@ impl Hub {
             }
             let round = pending.len();
             let mut delivered = 0;
-            for msg in pending {
-                if msg.epoch == head.epoch && msg.seq <= head.seq {
-                    continue;
-                }
-                let frame = frame::message(conn.encoding, &msg);
-                if conn.queue.push_paced(frame, stored_us(&msg)).await.is_err() {
+            for msg in pending.iter().filter(|m| after_head(m, head)) {
+                let frame = frame::message(conn.encoding, msg);
+                if conn.queue.push_paced(frame, stored_us(msg)).await.is_err() {
                     return;
                 }
                 delivered += 1;
@@ -413,7 +411,7 @@ impl Hub {
         if let State::Buffering(buffered) = std::mem::replace(&mut member.state, live) {
             let mut delivered = 0;
             for msg in buffered {
-                if (msg.epoch != head.epoch || msg.seq > head.seq)
+                if after_head(&msg, head)
                     && conn
                         .queue
                         .push_message(frame::message(conn.encoding, &msg), stored_us(&msg))
@@ -573,10 +571,10 @@ impl Hub {
     }
 }
 
-/// When a message was stored (µs): the start of its delivery latency where the bus
-/// envelope's publish time is not at hand (repaired from history, buffered during a join).
-fn stored_us(msg: &Message) -> u64 {
-    msg.ts.saturating_mul(1000)
+/// Whether a message buffered during a join is newer than the head the client was
+/// given (older ones reached it as the recovered backlog, or predate its join).
+fn after_head(msg: &Message, head: &Head) -> bool {
+    msg.epoch != head.epoch || msg.seq > head.seq
 }
 
 /// `since` can be honoured when it names this epoch, is not ahead of the head, and
@@ -600,10 +598,6 @@ impl BusHandler for Hub {
         self.fan_out(msg, published_us);
         // Inside the delivery span: the log line carries the message's trace id.
         tracing::debug!(seq, "message delivered");
-    }
-
-    fn on_message(&self, msg: Message) {
-        self.fan_out(msg, 0);
     }
 
     fn on_typing(&self, channel: &str, user: &str) {

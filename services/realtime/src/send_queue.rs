@@ -6,7 +6,7 @@
 use std::collections::VecDeque;
 
 use bytes::Bytes;
-use parking_lot::Mutex;
+use parking_lot::{Mutex, MutexGuard};
 use tokio::sync::Notify;
 
 /// Why the writer must close the connection.
@@ -81,11 +81,16 @@ impl SendQueue {
             self.space.notify_waiters();
             return Err(Closing);
         }
+        self.enqueue(s, frame, published_us);
+        Ok(())
+    }
+
+    /// Appends a frame that fits and wakes the writer.
+    fn enqueue(&self, mut s: MutexGuard<'_, State>, frame: Bytes, published_us: u64) {
         s.bytes += frame.len();
         s.frames.push_back((frame, published_us));
         drop(s);
         self.notify.notify_one();
-        Ok(())
     }
 
     /// Queues a frame of a backlog (the messages a `join` with `since` recovers) at the
@@ -105,10 +110,7 @@ impl SendQueue {
                     return Err(Closing);
                 }
                 if s.bytes == 0 || s.bytes + frame.len() <= self.max_bytes {
-                    s.bytes += frame.len();
-                    s.frames.push_back((frame, published_us));
-                    drop(s);
-                    self.notify.notify_one();
+                    self.enqueue(s, frame, published_us);
                     return Ok(());
                 }
                 s.space_wanted = true;
@@ -143,7 +145,7 @@ impl SendQueue {
 
     /// Wakes a paced push after frames were taken; costs nothing when none waits (the
     /// common case, on every write).
-    fn wake_paced(&self, mut s: parking_lot::MutexGuard<'_, State>) {
+    fn wake_paced(&self, mut s: MutexGuard<'_, State>) {
         let wanted = std::mem::take(&mut s.space_wanted);
         drop(s);
         if wanted {

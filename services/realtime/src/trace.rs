@@ -50,7 +50,13 @@ pub fn delivery_span(msg: &Message, envelope: &Envelope) -> tracing::Span {
 /// When the message was published, in µs since the Unix epoch: the envelope's time,
 /// or the message's millisecond `ts` from an older publisher.
 pub fn published_us(msg: &Message, envelope: &Envelope) -> u64 {
-    envelope.published_us.unwrap_or(msg.ts.saturating_mul(1000))
+    envelope.published_us.unwrap_or_else(|| stored_us(msg))
+}
+
+/// When a message was stored (µs, from its `ts`): the start of its delivery latency
+/// where no envelope is at hand (repaired from history, buffered during a join).
+pub fn stored_us(msg: &Message) -> u64 {
+    msg.ts.saturating_mul(1000)
 }
 
 /// Records the delivery latency of every message frame of a batch the writer has just
