@@ -9,47 +9,50 @@ use std::time::Duration;
 use chat_protocol::frames::PresenceEvent;
 use chat_protocol::{ClientFrame, ServerFrame, Since};
 use chat_testkit::{Closed, RedisServer, WsClient};
-use common::{API_KEY, Topology, http};
+use common::{API_KEY, Topology, http, post_text};
 use serde_json::{Value, json};
 
 async fn publish(t: &Topology, room: &str, text: &str) -> Value {
-    let r = http()
-        .post(t.http_url(0, &format!("/v1/rooms/{room}/messages")))
-        .bearer_auth(API_KEY)
-        .json(&json!({"text": text, "from": "publisher"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    r.json().await.unwrap()
+    let (status, body) = post_text(&t.messages_url(0, room), text).await;
+    assert_eq!(status, 201, "{body}");
+    body
 }
 
 async fn token(t: &Topology, user: &str) -> String {
     common::dev_token(&t.http_url(0, ""), user).await
 }
 
+/// Joins `room` again with `since` and expects `joined` with `recovered: true` (the
+/// recovered messages follow).
+async fn rejoin(c: &mut WsClient, room: &str, since: Option<Since>) {
+    c.send(&ClientFrame::Join {
+        room: room.into(),
+        since,
+    })
+    .await;
+    match c.recv().await {
+        ServerFrame::Joined { recovered, .. } => assert_eq!(recovered, Some(true)),
+        other => panic!("expected joined, got {other:?}"),
+    }
+}
+
 /// Publishes `n` messages to `room` in the background, alternating between the
-/// deployment's two gateways; every one must be stored.
+/// deployment's two gateways, `pause` apart; every one must be stored.
 fn publish_in_background(
     t: &Topology,
     room: &str,
     n: usize,
+    pause: Duration,
     text: impl Fn(usize) -> String + Send + 'static,
 ) -> tokio::task::JoinHandle<()> {
-    let urls: Vec<String> = (0..2)
-        .map(|i| t.http_url(i, &format!("/v1/rooms/{room}/messages")))
-        .collect();
+    let urls = [t.messages_url(0, room), t.messages_url(1, room)];
     tokio::spawn(async move {
-        let client = http();
         for i in 0..n {
-            let r = client
-                .post(&urls[i % 2])
-                .bearer_auth(API_KEY)
-                .json(&json!({"text": text(i), "from": "pub"}))
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(r.status(), 201);
+            let (status, body) = post_text(&urls[i % 2], &text(i)).await;
+            assert_eq!(status, 201, "{body}");
+            if !pause.is_zero() {
+                tokio::time::sleep(pause).await;
+            }
         }
     })
 }
@@ -59,7 +62,7 @@ fn publish_in_background(
 async fn recovery_seam_under_load(t: &Topology) {
     let (mut c, _) = WsClient::connect_as(&t.ws_url(0), "seam", true).await;
     c.join("S").await;
-    let publisher = publish_in_background(t, "S", 300, |i| i.to_string());
+    let publisher = publish_in_background(t, "S", 300, Duration::ZERO, |i| i.to_string());
     let mut seqs = Vec::new();
     let mut since = None;
     while seqs.len() < 40 {
@@ -74,15 +77,7 @@ async fn recovery_seam_under_load(t: &Topology) {
     c.close().await;
     tokio::time::sleep(Duration::from_millis(30)).await;
     let (mut c, _) = WsClient::connect_as(&t.ws_url(1), "seam", false).await;
-    c.send(&ClientFrame::Join {
-        room: "S".into(),
-        since,
-    })
-    .await;
-    match c.recv().await {
-        ServerFrame::Joined { recovered, .. } => assert_eq!(recovered, Some(true)),
-        other => panic!("{other:?}"),
-    }
+    rejoin(&mut c, "S", since).await;
     publisher.await.unwrap();
     while seqs.len() < 300 {
         if let ServerFrame::Message(m) = c.recv().await {
@@ -101,7 +96,8 @@ async fn recovery_survives_many_seams(t: &Topology) {
     const TOTAL: u64 = 600;
     let (mut c, _) = WsClient::connect_as(&t.ws_url(0), "seams", false).await;
     c.join("M").await;
-    let publisher = publish_in_background(t, "M", TOTAL as usize, |i| i.to_string());
+    let publisher =
+        publish_in_background(t, "M", TOTAL as usize, Duration::ZERO, |i| i.to_string());
     // Every seq received, and where to resume.
     let mut seqs: Vec<u64> = Vec::new();
     let mut since: Option<Since> = None;
@@ -144,21 +140,7 @@ async fn recovery_survives_many_seams(t: &Topology) {
                 .await
                 .0;
         }
-        c.send(&ClientFrame::Join {
-            room: "M".into(),
-            since: since.clone(),
-        })
-        .await;
-        loop {
-            match c.recv().await {
-                ServerFrame::Joined { recovered, .. } => {
-                    assert_eq!(recovered, Some(true), "seam {seams}");
-                    break;
-                }
-                ServerFrame::Message(m) => panic!("message {} before joined", m.seq),
-                _ => {}
-            }
-        }
+        rejoin(&mut c, "M", since.clone()).await;
     }
     publisher.await.unwrap();
     assert!(seams >= 20, "only {seams} seams");
@@ -173,7 +155,7 @@ async fn a_slow_consumer_recovers_after_1013(t: &Topology) {
     const TOTAL: u64 = 1500;
     let (mut c, _) = WsClient::connect_as(&t.ws_url(0), "sleepy", false).await;
     c.join("F").await;
-    publish_in_background(t, "F", TOTAL as usize, |_| "x".repeat(4000))
+    publish_in_background(t, "F", TOTAL as usize, Duration::ZERO, |_| "x".repeat(4000))
         .await
         .unwrap();
     // Now read what reached the socket before the queue overflowed, then the close.
@@ -200,15 +182,7 @@ async fn a_slow_consumer_recovers_after_1013(t: &Topology) {
     );
 
     let (mut back, _) = WsClient::connect_as(&t.ws_url(1), "sleepy", false).await;
-    back.send(&ClientFrame::Join {
-        room: "F".into(),
-        since,
-    })
-    .await;
-    match back.recv().await {
-        ServerFrame::Joined { recovered, .. } => assert_eq!(recovered, Some(true)),
-        other => panic!("{other:?}"),
-    }
+    rejoin(&mut back, "F", since).await;
     while (seqs.len() as u64) < TOTAL {
         if let ServerFrame::Message(m) = back.recv().await {
             seqs.push(m.seq);
@@ -230,35 +204,13 @@ async fn a_busy_room_recovers_through_a_small_queue(t: &Topology) {
     let ServerFrame::Joined { epoch, .. } = first.join("B").await else {
         panic!("not joined")
     };
-    publish_in_background(t, "B", BACKLOG, |_| "b".repeat(4000))
+    publish_in_background(t, "B", BACKLOG, Duration::ZERO, |_| "b".repeat(4000))
         .await
         .unwrap();
     // About 200 messages a second, for the whole recovery.
-    let url = t.http_url(0, "/v1/rooms/B/messages");
-    let live = tokio::spawn(async move {
-        let client = http();
-        for _ in 0..LIVE {
-            let r = client
-                .post(&url)
-                .bearer_auth(API_KEY)
-                .json(&json!({"text": "l".repeat(4000), "from": "pub"}))
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(r.status(), 201);
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    });
+    let live = publish_in_background(t, "B", LIVE, Duration::from_millis(5), |_| "l".repeat(4000));
     let (mut c, _) = WsClient::connect_as(&t.ws_url(1), "late", false).await;
-    c.send(&ClientFrame::Join {
-        room: "B".into(),
-        since: Some(Since { epoch, seq: 0 }),
-    })
-    .await;
-    match c.recv().await {
-        ServerFrame::Joined { recovered, .. } => assert_eq!(recovered, Some(true)),
-        other => panic!("{other:?}"),
-    }
+    rejoin(&mut c, "B", Some(Since { epoch, seq: 0 })).await;
     let mut seqs = Vec::new();
     while seqs.len() < BACKLOG + LIVE {
         match c.try_recv(Duration::from_secs(10)).await {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use chat_protocol::{ClientFrame, ErrorCode, Message, ServerFrame};
 use chat_testkit::{Closed, RedisServer, WsClient};
-use common::{API_KEY, Topology, http, metrics_of, sample};
+use common::{API_KEY, Topology, http, metrics_of, post_text, sample};
 use serde_json::{Value, json};
 
 fn message(f: ServerFrame) -> Message {
@@ -581,13 +581,7 @@ async fn redis_restart_gives_503_then_messages_flow_again() {
 
 /// Posts `text` to `room` through the first gateway, as a trusted backend.
 async fn publish_to(t: &Topology, room: &str, text: String) -> (u16, Value) {
-    let url = t.http_url(0, &format!("/v1/rooms/{room}/messages"));
-    post(
-        &url,
-        Some(API_KEY),
-        json!({"text": text, "from": "backend"}),
-    )
-    .await
+    post_text(&t.messages_url(0, room), &text).await
 }
 
 /// Redis stays up but a replica's subscription drops: the PUBLISHes meanwhile never

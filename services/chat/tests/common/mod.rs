@@ -159,6 +159,25 @@ impl Topology {
     pub fn http_url(&self, i: usize, path: &str) -> String {
         format!("http://{}{path}", self.http[i % self.http.len()])
     }
+
+    /// `POST` here publishes to `room` through gateway `i`.
+    pub fn messages_url(&self, i: usize, room: &str) -> String {
+        self.http_url(i, &format!("/v1/rooms/{room}/messages"))
+    }
+}
+
+/// Publishes `text` to a room's messages URL as a trusted backend (the API key, `from`
+/// "backend"); the status and the JSON body.
+pub async fn post_text(url: &str, text: &str) -> (u16, serde_json::Value) {
+    let r = http()
+        .post(url)
+        .bearer_auth(API_KEY)
+        .json(&serde_json::json!({"text": text, "from": "backend"}))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or_default())
 }
 
 pub fn http() -> reqwest::Client {
