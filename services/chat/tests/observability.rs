@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use chat_protocol::{ClientFrame, ServerFrame, Since};
 use chat_testkit::{RedisServer, WsClient, free_port};
-use common::{API_KEY, http, metrics_of, sample, spawn_chat, spawn_gateway, spawn_realtime};
+use common::{
+    API_KEY, http, metrics_of, post_text, sample, spawn_chat, spawn_gateway, spawn_realtime,
+};
 
 const DASHBOARD: &str =
     include_str!("../../../observability/grafana/dashboards/chat-overview.json");
@@ -78,14 +80,8 @@ async fn drive_traffic(ws: &[SocketAddr], gateway: SocketAddr) -> Vec<WsClient> 
     }
     let base = format!("http://{gateway}");
     for n in 0..5 {
-        let r = client
-            .post(format!("{base}/v1/rooms/general/messages"))
-            .bearer_auth(API_KEY)
-            .json(&serde_json::json!({"text": format!("over http {n}"), "from": "backend"}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 201);
+        let url = format!("{base}/v1/rooms/general/messages");
+        assert_eq!(post_text(&url, &format!("over http {n}")).await.0, 201);
     }
     let r = client
         .get(format!("{base}/v1/rooms/general/messages?limit=10"))
@@ -94,14 +90,8 @@ async fn drive_traffic(ws: &[SocketAddr], gateway: SocketAddr) -> Vec<WsClient> 
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let r = client
-        .post(format!("{base}/v1/rooms/not%20a%20room/messages"))
-        .bearer_auth(API_KEY)
-        .json(&serde_json::json!({"text": "x", "from": "backend"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 400);
+    let bad_room = format!("{base}/v1/rooms/not%20a%20room/messages");
+    assert_eq!(post_text(&bad_room, "x").await.0, 400);
     for c in &mut clients {
         c.recv_until(|f| matches!(f, ServerFrame::Message(m) if m.text == "over http 4"))
             .await;
