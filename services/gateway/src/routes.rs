@@ -197,6 +197,11 @@ fn published(accept: Accept, m: &Message, with_ts: bool) -> Response {
     )
 }
 
+/// What a 503 on a publish means (docs/PROTOCOL.md).
+const UNCONFIRMED: &str = "unavailable: the store could not confirm the publish. Usually \
+    nothing was stored, but a publish whose answer was lost may be: before retrying, \
+    look for your own message with this cid";
+
 /// The original proof-of-concept route: publish, or move the sender's connections.
 #[utoipa::path(post, path = "/chat/send", request_body = ChatSendRequest,
     responses(
@@ -204,7 +209,7 @@ fn published(accept: Accept, m: &Message, with_ts: bool) -> Response {
         (status = 202, description = "join/leave sent to the sender's connections"),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 413, body = ErrorBody),
-        (status = 503, body = ErrorBody),
+        (status = 503, description = UNCONFIRMED, body = ErrorBody),
     ))]
 async fn chat_send(
     State(gw): State<Arc<Gateway>>,
@@ -257,7 +262,7 @@ async fn chat_send(
         (status = 201, body = PublishResponse),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 413, body = ErrorBody),
-        (status = 503, body = ErrorBody),
+        (status = 503, description = UNCONFIRMED, body = ErrorBody),
     ))]
 async fn publish_room(
     State(gw): State<Arc<Gateway>>,
@@ -282,7 +287,7 @@ async fn publish_room(
         (status = 201, body = PublishResponse),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 413, body = ErrorBody),
-        (status = 503, body = ErrorBody),
+        (status = 503, description = UNCONFIRMED, body = ErrorBody),
     ))]
 async fn publish_direct(
     State(gw): State<Arc<Gateway>>,
