@@ -4,7 +4,9 @@
 //! each bus message out to them: encoded at most once per encoding, the same bytes
 //! queued to every member. A member that is still joining buffers live messages until
 //! its history is sent, so the seam between history and live has no gap and no
-//! duplicate.
+//! duplicate. What reaches the bus out of order (a hole, a new epoch, a bus that was
+//! down) is decided by each channel's [`ChannelSync`]; the hub reads the history it
+//! asks for and applies its steps.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -18,6 +20,7 @@ use chat_telemetry::Metrics;
 use parking_lot::{Mutex, RwLock};
 
 use crate::frame::{self, Prepared};
+use crate::recovery::{ChannelSync, Position, Repair, Step};
 use crate::send_queue::{Closing, SendQueue};
 use crate::trace::stored_us;
 
@@ -64,16 +67,16 @@ enum State {
 struct Member {
     conn: Arc<Conn>,
     state: State,
+    /// Set while joining when the channel lost messages (see [`Step::Lost`]): the
+    /// member is told when it goes live unless its join head is already past it.
+    lost: Option<Position>,
 }
 
 #[derive(Default)]
 struct Members {
     by_conn: HashMap<String, Member>,
-    /// The newest `(epoch, seq)` fanned out: a later seq that skips one reveals a gap
-    /// in the bus (a dropped pub/sub connection), repaired from history.
-    last: Option<(String, u64)>,
-    /// While a gap is repaired, live messages wait here.
-    repairing: Option<Vec<Message>>,
+    /// What was fanned out last, and the repair of any hole in the bus.
+    sync: ChannelSync,
 }
 
 pub struct Hub {
@@ -330,6 +333,7 @@ impl Hub {
                 Member {
                     conn: conn.clone(),
                     state: State::Buffering(Vec::new()),
+                    lost: None,
                 },
             );
             first
@@ -395,15 +399,23 @@ impl Hub {
             return;
         };
         let mut m = members.lock();
-        // Gap detection starts from the head the first member joined at: with nothing
-        // to compare with, a bus that dropped a new channel's first messages would
-        // deliver the next one and skip them for good.
-        if m.last.is_none() {
-            m.last = Some((head.epoch.clone(), head.seq));
-        }
+        m.sync.start_at(head);
         let Some(member) = m.by_conn.get_mut(&conn.id) else {
             return;
         };
+        // Messages were lost while it joined, after the head it was given: it is told,
+        // and goes live from where the channel goes on.
+        let head = match member.lost.take() {
+            Some(at) if at.epoch != head.epoch || at.seq > head.seq => {
+                let _ = conn.send(&lost_frame(channel, &at));
+                Head {
+                    epoch: at.epoch,
+                    seq: at.seq,
+                }
+            }
+            _ => head.clone(),
+        };
+        let head = &head;
         let live = State::Live {
             epoch: head.epoch.clone(),
             after: head.seq,
@@ -486,40 +498,26 @@ impl Hub {
 }
 
 impl Hub {
-    /// Fans a bus message out, or holds it while a gap before it is repaired.
+    /// Fans a bus message out, or holds it while a hole before it is repaired.
     /// `published_us`: its publish time, 0 when unknown.
     fn fan_out(&self, msg: Message, published_us: u64) {
         let Some(members) = self.channels.read().get(&msg.room).cloned() else {
             return;
         };
+        let channel = msg.room.clone();
         let mut m = members.lock();
-        if let Some(waiting) = &mut m.repairing {
-            waiting.push(msg);
-            return;
+        let (now, repair) = m.sync.live(msg);
+        if let Some(msg) = now {
+            self.deliver(&mut m, &msg, published_us);
         }
-        if let Some((epoch, last)) = &m.last
-            && *epoch == msg.epoch
-            && msg.seq > last + 1
-        {
-            let from = *last;
-            let channel = msg.room.clone();
-            m.repairing = Some(vec![msg]);
-            drop(m);
+        drop(m);
+        if let Some(from) = repair {
             self.repair(channel, from);
-            return;
         }
-        self.deliver(&mut m, &msg, published_us);
     }
 
-    /// Fans one message out to the channel's members, unless it was delivered already.
+    /// Fans one message out to the channel's members.
     fn deliver(&self, m: &mut Members, msg: &Message, published_us: u64) {
-        if let Some((epoch, last)) = &m.last
-            && *epoch == msg.epoch
-            && msg.seq <= *last
-        {
-            return;
-        }
-        m.last = Some((msg.epoch.clone(), msg.seq));
         let mut prepared = Prepared::new(msg);
         let mut delivered = 0;
         for member in m.by_conn.values_mut() {
@@ -539,35 +537,85 @@ impl Hub {
         self.metrics.deliveries.inc_by(delivered);
     }
 
-    /// Fetches what the bus skipped after `from` and delivers it, then what arrived
-    /// meanwhile, in seq order.
-    fn repair(&self, channel: String, from: u64) {
-        let Some(hub) = self.me.upgrade() else { return };
-        tracing::info!(channel, from, "gap on the bus: repairing from history");
-        tokio::spawn(async move {
-            let range = Range::After {
-                seq: from,
-                limit: hub.history_limit,
-            };
-            let mut missed = Vec::new();
-            for attempt in 0..6 {
-                match hub.engine.history(&channel, range).await {
-                    Ok(h) => {
-                        missed = h.messages;
-                        break;
-                    }
-                    Err(_) => tokio::time::sleep(Duration::from_millis(100 << attempt)).await,
+    /// Tells every member that the messages before `at` cannot be delivered: live
+    /// members get `joined` with `recovered: false` (they reload history and go on
+    /// after `at`); joining ones are told when they go live.
+    fn report_lost(&self, channel: &str, m: &mut Members, at: &Position) {
+        tracing::warn!(
+            channel,
+            epoch = at.epoch,
+            seq = at.seq,
+            "messages missed on the bus are not in history: members are told"
+        );
+        for member in m.by_conn.values_mut() {
+            match &mut member.state {
+                State::Buffering(buffer) => {
+                    buffer.clear();
+                    member.lost = Some(at.clone());
+                }
+                State::Live { epoch, after } => {
+                    let _ = member.conn.send(&lost_frame(channel, at));
+                    (*epoch, *after) = (at.epoch.clone(), at.seq);
                 }
             }
-            let Some(members) = hub.channels.read().get(&channel).cloned() else {
-                return;
-            };
-            let mut m = members.lock();
-            let waiting = m.repairing.take().unwrap_or_default();
-            for msg in missed.iter().chain(waiting.iter()) {
-                hub.deliver(&mut m, msg, stored_us(msg));
+        }
+    }
+
+    /// Reads history from `from` on, and delivers what the bus skipped, then what
+    /// arrived meanwhile, in seq order; again while the channel says so.
+    fn repair(&self, channel: String, mut from: Repair) {
+        let Some(hub) = self.me.upgrade() else { return };
+        tracing::info!(
+            channel,
+            epoch = from.epoch,
+            after = from.seq,
+            "hole in the bus: repairing from history"
+        );
+        tokio::spawn(async move {
+            loop {
+                let range = Range::After {
+                    seq: from.seq,
+                    limit: hub.history_limit,
+                };
+                let mut read = None;
+                for attempt in 0..6 {
+                    match hub.engine.history(&channel, range).await {
+                        Ok(h) => {
+                            read = Some(h);
+                            break;
+                        }
+                        Err(_) => tokio::time::sleep(Duration::from_millis(100 << attempt)).await,
+                    }
+                }
+                let Some(members) = hub.channels.read().get(&channel).cloned() else {
+                    return;
+                };
+                let mut m = members.lock();
+                let repaired = m.sync.repaired(&from, read);
+                for step in &repaired.steps {
+                    match step {
+                        Step::Deliver(msg) => hub.deliver(&mut m, msg, stored_us(msg)),
+                        Step::Lost(at) => hub.report_lost(&channel, &mut m, at),
+                    }
+                }
+                match repaired.again {
+                    Some(next) => from = next,
+                    None => return,
+                }
             }
         });
+    }
+}
+
+/// The `recovered: false` signal for messages of `channel` before `at` that cannot be
+/// delivered: the same frame a rejoin with a stale `since` gets.
+fn lost_frame(channel: &str, at: &Position) -> ServerFrame {
+    ServerFrame::Joined {
+        room: channel.to_owned(),
+        epoch: at.epoch.clone(),
+        seq: at.seq,
+        missed: 0,
+        recovered: Some(false),
     }
 }
 
@@ -652,36 +700,29 @@ impl BusHandler for Hub {
     }
 
     /// Messages published while the bus was down never reached us: compare each
-    /// channel's head with what we delivered and repair the difference.
+    /// channel's head with what we delivered and repair the difference, also across a
+    /// new epoch (a store that came back empty).
     fn on_bus_restored(&self) {
         self.metrics.redis_reconnects.inc();
         let Some(hub) = self.me.upgrade() else { return };
-        let known: Vec<(String, String, u64)> = self
+        let known: Vec<String> = self
             .channels
             .read()
             .iter()
-            .filter_map(|(c, m)| m.lock().last.clone().map(|(e, s)| (c.clone(), e, s)))
+            .filter(|(_, m)| m.lock().sync.last().is_some())
+            .map(|(c, _)| c.clone())
             .collect();
         tokio::spawn(async move {
-            for (channel, epoch, seq) in known {
+            for channel in known {
                 let Ok(head) = hub.engine.head(&channel).await else {
                     continue;
                 };
-                if head.epoch != epoch || head.seq <= seq {
-                    continue;
-                }
                 let Some(members) = hub.channels.read().get(&channel).cloned() else {
                     continue;
                 };
-                let mut m = members.lock();
-                if m.repairing.is_none()
-                    && let Some((e, last)) = m.last.clone()
-                    && e == epoch
-                    && last < head.seq
-                {
-                    m.repairing = Some(Vec::new());
-                    drop(m);
-                    hub.repair(channel, last);
+                let repair = members.lock().sync.restored(&head);
+                if let Some(from) = repair {
+                    hub.repair(channel, from);
                 }
             }
         });

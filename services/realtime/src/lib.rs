@@ -2,6 +2,8 @@
 //!
 //! - [`hub`]: a replica's connections and channel memberships; one engine subscription
 //!   per channel with local members; fan-out.
+//! - [`recovery`]: a channel's continuity: holes in the bus and new epochs repaired
+//!   from history, or reported (`joined` with `recovered: false`).
 //! - [`connection`]: one connection's reader (frames → commands) and writer (batched).
 //! - [`send_queue`]: a connection's bounded queue of ready-to-write frames.
 //! - [`frame`]: server frames, WebSocket-framed once and shared by every recipient.
@@ -15,6 +17,7 @@ pub mod drain;
 pub mod frame;
 pub mod hub;
 pub mod rate;
+pub mod recovery;
 pub mod send_queue;
 pub mod socket;
 pub mod trace;

@@ -4,6 +4,10 @@
 //!   start again on the same port.
 //! - [`WsClient`]: a WebSocket client (tungstenite, an implementation independent of the
 //!   server's) speaking JSON or MessagePack.
+//! - [`Gate`]: a TCP proxy that cuts one process off a server and lets it back.
+
+mod gate;
+pub use gate::Gate;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
