@@ -30,6 +30,28 @@ fn a_bad_setting_stops_it_with_exit_64_naming_the_setting() {
     }
 }
 
+#[test]
+fn a_bad_flag_is_blamed_on_the_flag_and_a_bad_variable_on_the_variable() {
+    let run = |args: &[&str], env: &[(&str, &str)]| {
+        let out = Command::new(BIN)
+            .env_clear()
+            .envs(env.iter().copied())
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(64), "{out:?}");
+        String::from_utf8_lossy(&out.stderr).trim().to_owned()
+    };
+    let flag = run(&["--history-size", "abc"], &[]);
+    assert!(flag.contains("the flag --history-size"), "{flag}");
+    assert!(!flag.contains("CHAT_HISTORY_SIZE"), "{flag}");
+    // The flag wins over the variable, so it is the one to blame.
+    let both = run(&["--history-size=abc"], &[("CHAT_HISTORY_SIZE", "10")]);
+    assert!(both.contains("the flag --history-size"), "{both}");
+    let var = run(&[], &[("CHAT_HISTORY_SIZE", "abc")]);
+    assert!(var.contains("set by CHAT_HISTORY_SIZE"), "{var}");
+}
+
 #[tokio::test]
 async fn runs_with_no_settings_and_serves_everything_on_one_port() {
     let port = free_port();

@@ -64,12 +64,17 @@ pub fn parse_config<C: clap::Parser>() -> C {
     }
 }
 
-/// The environment variable behind the flag a clap error names.
+/// Where the setting a clap error names came from: the flag when the command line has
+/// it (it wins over the variable), otherwise its `CHAT_*` variable.
 fn env_name<C: clap::CommandFactory>(e: &clap::Error) -> Option<String> {
     let Some(ContextValue::String(arg)) = e.get(ContextKind::InvalidArg) else {
         return None;
     };
     let long = arg.trim_start_matches("--").split([' ', '=']).next()?;
+    let flag = format!("--{long}");
+    if std::env::args().any(|a| a == flag || a.starts_with(&format!("{flag}="))) {
+        return Some(format!("the flag {flag}"));
+    }
     C::command()
         .get_arguments()
         .find(|a| a.get_long() == Some(long))
