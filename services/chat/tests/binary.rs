@@ -112,3 +112,54 @@ async fn runs_with_no_settings_and_serves_everything_on_one_port() {
     assert_eq!(h["messages"][0]["text"], "first!");
     child.kill().await.unwrap();
 }
+
+/// Reads the child's log until a line contains `needle`; returns that line.
+async fn log_line(
+    lines: &mut tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStderr>>,
+    needle: &str,
+) -> String {
+    let wait = std::time::Duration::from_secs(15);
+    loop {
+        match tokio::time::timeout(wait, lines.next_line()).await {
+            Ok(Ok(Some(line))) if line.contains(needle) => return line,
+            Ok(Ok(Some(_))) => continue,
+            other => panic!("no log line with {needle:?}: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_unreachable_redis_is_logged_at_once_without_its_password_and_so_is_its_return() {
+    use tokio::io::AsyncBufReadExt;
+    let mut redis = chat_testkit::RedisServer::start_with(&["--requirepass", "s3cret"]);
+    redis.stop();
+    let port = free_port();
+    let mut child = tokio::process::Command::new(BIN)
+        .env_clear()
+        .env("CHAT_ADDR", format!("127.0.0.1:{port}"))
+        .env(
+            "CHAT_REDIS_URL",
+            format!("redis://:s3cret@127.0.0.1:{}/", redis.port),
+        )
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let down = log_line(&mut lines, "Redis is unreachable").await;
+    assert!(
+        down.contains(&format!("127.0.0.1:{}", redis.port)),
+        "{down}"
+    );
+    assert!(
+        down.contains("CHAT_REDIS_URL"),
+        "says what to check: {down}"
+    );
+    assert!(!down.contains("s3cret"), "{down}");
+
+    redis.start_again();
+    let back = log_line(&mut lines, "Redis is reachable again").await;
+    assert!(!back.contains("s3cret"), "{back}");
+    common::wait_status(&format!("http://127.0.0.1:{port}/readyz"), 200).await;
+    child.kill().await.unwrap();
+}

@@ -9,11 +9,13 @@
 //! - [`bus`]: what subscribers receive, and the [`BusHandler`] they implement.
 //! - [`epoch`]: epochs, which change when a channel's history is lost.
 //! - [`config`]: the engine's settings (`CHAT_REDIS_URL`, history size and TTL).
+//! - [`probe`]: pings Redis and says in the log when it is unreachable and when back.
 
 pub mod bus;
 pub mod config;
 pub mod epoch;
 pub mod memory;
+pub mod probe;
 pub mod redis;
 
 use std::sync::Arc;
@@ -128,9 +130,14 @@ impl Engine {
     /// memory otherwise.
     pub fn from_config(config: &EngineConfig) -> Result<Engine> {
         match &config.redis_url {
-            Some(url) => Ok(Engine::Redis(Arc::new(redis::RedisEngine::new(
-                url, config,
-            )?))),
+            Some(url) => {
+                let engine = Arc::new(redis::RedisEngine::new(url, config)?);
+                // Outside a runtime (a unit test) there is nobody to ping for.
+                if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                    rt.spawn(probe::run(Arc::downgrade(&engine), probe::redacted(url)));
+                }
+                Ok(Engine::Redis(engine))
+            }
             None => Ok(Engine::memory(config)),
         }
     }

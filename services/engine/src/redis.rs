@@ -539,6 +539,12 @@ impl RedisEngine {
             .await
     }
 
+    /// One PING on the command connection.
+    pub async fn ping(&self) -> Result<()> {
+        let mut con = self.cmd.clone();
+        timed(redis::cmd("PING").query_async::<()>(&mut con)).await
+    }
+
     pub async fn ready(&self) -> bool {
         let mut con = self.cmd.clone();
         let store = timed(redis::cmd("PING").query_async::<()>(&mut con))
