@@ -271,8 +271,7 @@ impl Auth {
 
     /// Verifies a user token: signature with the configured algorithm, `exp`, `nbf`.
     pub fn verify_token(&self, token: &str) -> Result<User, ProtocolError> {
-        let header = jsonwebtoken::decode_header(token)
-            .map_err(|e| ProtocolError::unauthorized(format!("invalid token: {e}")))?;
+        let header = jsonwebtoken::decode_header(token).map_err(|e| token_error(&e))?;
         let Some((_, key, validation)) = self.verifiers.iter().find(|(a, ..)| *a == header.alg)
         else {
             return Err(ProtocolError::unauthorized(format!(
@@ -280,10 +279,13 @@ impl Auth {
                 header.alg
             )));
         };
-        let data = jsonwebtoken::decode::<Claims>(token, key, validation)
-            .map_err(|e| ProtocolError::unauthorized(format!("invalid token: {e}")))?;
-        chat_protocol::names::validate_user(&data.claims.sub)
-            .map_err(|_| ProtocolError::unauthorized("invalid token: bad sub"))?;
+        let data =
+            jsonwebtoken::decode::<Claims>(token, key, validation).map_err(|e| token_error(&e))?;
+        chat_protocol::names::validate_user(&data.claims.sub).map_err(|_| {
+            ProtocolError::unauthorized(
+                "invalid token: its sub is not a valid user id (1-64 of A-Z a-z 0-9 _ . -)",
+            )
+        })?;
         Ok(User {
             id: data.claims.sub,
             rooms: data.claims.rooms,
@@ -383,6 +385,40 @@ fn random_secret() -> String {
         .take(32)
         .map(char::from)
         .collect()
+}
+
+/// What a person reads when a token is refused: what is wrong with it and what to do,
+/// not the JWT library's variant names.
+fn token_error(e: &jsonwebtoken::errors::Error) -> ProtocolError {
+    use jsonwebtoken::errors::ErrorKind as K;
+    if let K::Json(json) = e.kind() {
+        let text = json.to_string();
+        if let Some(field) = text
+            .strip_prefix("missing field `")
+            .and_then(|t| t.split('`').next())
+        {
+            let why = match field {
+                "exp" => "it has no exp claim (tokens must expire)".to_owned(),
+                f => format!("it has no {f} claim"),
+            };
+            return ProtocolError::unauthorized(format!("invalid token: {why}"));
+        }
+    }
+    let why = match e.kind() {
+        K::ExpiredSignature => "it has expired: get a new one",
+        K::ImmatureSignature => "it is not valid yet (nbf is in the future)",
+        K::InvalidSignature => "its signature does not match: it was signed with another key",
+        K::InvalidAlgorithm | K::InvalidAlgorithmName => "its algorithm is not accepted here",
+        K::MissingRequiredClaim(c) if c == "exp" => "it has no exp claim (tokens must expire)",
+        K::MissingRequiredClaim(_) | K::Json(_) => {
+            "its claims are not what this server expects (sub, exp, optional rooms)"
+        }
+        K::InvalidToken | K::Base64(_) | K::Utf8(_) => {
+            "it is not a JWT (three base64url parts separated by dots)"
+        }
+        _ => "it cannot be verified",
+    };
+    ProtocolError::unauthorized(format!("invalid token: {why}"))
 }
 
 #[cfg(test)]

@@ -110,6 +110,34 @@ fn expired_not_yet_valid_and_claimless_tokens_are_refused() {
 }
 
 #[test]
+fn a_refused_token_says_what_is_wrong_in_words_not_library_names() {
+    let a = auth(None, true);
+    let other_key = encode(
+        &Header::new(Algorithm::HS256),
+        &valid_claims(),
+        &EncodingKey::from_secret(b"another-secret-of-enough-bytes").unwrap(),
+    )
+    .unwrap();
+    for (token, says) in [
+        (hs256(json!({"sub": "alice", "exp": now() - 60})), "expired"),
+        (other_key, "signed with another key"),
+        (hs256(json!({"sub": "alice"})), "no exp claim"),
+        (
+            hs256(json!({"sub": "bad user", "exp": now() + 600})),
+            "not a valid user id",
+        ),
+        ("garbage".to_owned(), "not a JWT"),
+    ] {
+        let message = a.verify_token(&token).unwrap_err().message;
+        assert!(message.contains(says), "{message:?} should say {says:?}");
+        assert!(
+            !message.contains("Signature") && !message.contains("Error"),
+            "{message:?} reads like code"
+        );
+    }
+}
+
+#[test]
 fn alg_none_and_algorithm_confusion_are_refused() {
     use base64::Engine;
     let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
