@@ -100,7 +100,7 @@ pub struct Config {
     pub token_secret: Option<String>,
 
     /// Local source addresses for client sockets, comma-separated; `A-B` is a range
-    /// (127.0.0.2-127.0.0.9). Each address gives ~28k ports per target. Default: the
+    /// (127.0.0.2-127.0.0.9). Each address gives the kernel's ephemeral port range (about 28k ports by default) per target. Default: the
     /// kernel's choice.
     #[arg(long, value_delimiter = ',')]
     pub source_addrs: Vec<String>,
@@ -109,13 +109,14 @@ pub struct Config {
     #[arg(long, default_value_t = 1000.0)]
     pub ramp_rate: f64,
 
-    /// Handshakes in flight at once while ramping (somaxconn is 4096 here). Default: 256.
+    /// Handshakes in flight at once while ramping (keep it below the server's listen
+    /// backlog: Linux's default somaxconn is 4096). Default: 256.
     #[arg(long, default_value_t = 256)]
     pub connect_concurrency: usize,
 
-    /// Worker processes, each holding a slice of the connections (one process holds
-    /// under 20k sockets here). Default: 1, raised automatically when one process
-    /// cannot hold them all.
+    /// Worker processes, each holding a slice of the connections (one process holds no
+    /// more sockets than its open-file limit, `ulimit -n`). Default: 1, raised
+    /// automatically when one process cannot hold them all.
     #[arg(long, default_value_t = 1)]
     pub workers: usize,
 
@@ -140,7 +141,8 @@ pub struct Config {
     #[arg(long)]
     pub json: bool,
 
-    /// Write a self-contained HTML report (latency over time and distribution) here.
+    /// Write a self-contained HTML report (latency over time and distribution) to this
+    /// file.
     #[arg(long)]
     pub html: Option<PathBuf>,
 
@@ -219,14 +221,22 @@ impl Config {
         I: IntoIterator<Item = T>,
         T: Into<std::ffi::OsString> + Clone,
     {
-        match Config::try_parse_from(args) {
+        let args: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
+        let scenario = args
+            .iter()
+            .skip(1)
+            .find_map(|a| Scenario::from_str(a.to_str()?, false).ok());
+        let args_scenario = |_: &clap::Error| scenario;
+        match Config::try_parse_from(&args) {
             Ok(c) => {
                 c.validate()?;
                 Ok(c)
             }
             Err(e) => match e.kind() {
-                clap::error::ErrorKind::DisplayHelp
-                | clap::error::ErrorKind::DisplayVersion
+                clap::error::ErrorKind::DisplayHelp => {
+                    Err(Error::Help(help_for(args_scenario(&e))))
+                }
+                clap::error::ErrorKind::DisplayVersion
                 | clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
                     Err(Error::Help(e.to_string()))
                 }
@@ -237,6 +247,16 @@ impl Config {
                     Err(Error::Usage(format!("{first} (see --help)")))
                 }
             },
+        }
+    }
+
+    /// Rooms the scenario uses: one for fanout, `--rooms` for rooms and mixed, none
+    /// for the others.
+    pub fn rooms_used(&self) -> usize {
+        match self.scenario {
+            Scenario::Fanout => 1,
+            Scenario::Rooms | Scenario::Mixed => self.rooms,
+            Scenario::Direct | Scenario::ConnectStorm | Scenario::Idle => 0,
         }
     }
 
@@ -400,6 +420,111 @@ pub fn parse_addr_range(s: &str) -> Result<Vec<IpAddr>, String> {
     }
 }
 
+/// `--help`, or `SCENARIO --help`: then only the flags that scenario uses, under a
+/// line that says what it does.
+fn help_for(scenario: Option<Scenario>) -> String {
+    use clap::CommandFactory;
+    let mut cmd = Config::command();
+    let Some(scenario) = scenario else {
+        return cmd.render_help().to_string();
+    };
+    let used = scenario.flags();
+    let hidden: Vec<String> = cmd
+        .get_arguments()
+        .filter(|a| a.get_long().is_some() && !used.contains(&a.get_id().as_str()))
+        .map(|a| a.get_id().to_string())
+        .collect();
+    for id in hidden {
+        cmd = cmd.mut_arg(id, |a| a.hide(true));
+    }
+    cmd = cmd
+        .mut_arg("scenario", |a| {
+            a.help(format!(
+                "`{}` (see `chat-loadtest --help` for the others)",
+                scenario.name()
+            ))
+            .hide_possible_values(true)
+        })
+        .about(format!(
+            "chat-loadtest {}: {}",
+            scenario.name(),
+            scenario.what()
+        ))
+        .override_usage(format!("chat-loadtest {} [OPTIONS]", scenario.name()))
+        .after_help(format!("Example:\n  {}", scenario.example()));
+    cmd.render_help().to_string()
+}
+
+impl Scenario {
+    /// One line for its `--help`.
+    fn what(self) -> &'static str {
+        match self {
+            Scenario::Fanout => {
+                "one room of --members members; one publisher sends --rate messages per second"
+            }
+            Scenario::Rooms => {
+                "--rooms rooms of --members members; every member sends, --rate in all"
+            }
+            Scenario::Direct => "direct messages between --connections users at --rate",
+            Scenario::ConnectStorm => {
+                "--rate new connections per second, each with connect and join"
+            }
+            Scenario::Idle => "--connections connections held open; measures memory per connection",
+            Scenario::Mixed => "rooms traffic with direct messages (--dm-ratio) and typing notices",
+        }
+    }
+
+    fn example(self) -> &'static str {
+        match self {
+            Scenario::Fanout => {
+                "chat-loadtest fanout --members 1000 --rate 200 --api-key KEY --http http://127.0.0.1:8080"
+            }
+            Scenario::Rooms => "chat-loadtest rooms --rooms 200 --members 10 --rate 1000",
+            Scenario::Direct => "chat-loadtest direct --connections 1000 --rate 500",
+            Scenario::ConnectStorm => "chat-loadtest connect-storm --rate 2000 --duration 5s",
+            Scenario::Idle => {
+                "chat-loadtest idle --connections 19000 --source-addrs 127.0.0.2-127.0.0.5 --server-pid 1234"
+            }
+            Scenario::Mixed => {
+                "chat-loadtest mixed --rooms 20 --members 10 --rate 500 --dm-ratio 0.2"
+            }
+        }
+    }
+
+    /// The flags (argument ids) this scenario reads.
+    fn flags(self) -> Vec<&'static str> {
+        let mut f = vec![
+            "targets",
+            "encoding",
+            "api_key",
+            "token_secret",
+            "source_addrs",
+            "ramp_rate",
+            "connect_concurrency",
+            "workers",
+            "server_pids",
+            "settle",
+            "setup_timeout",
+            "json",
+            "html",
+            "quiet",
+            "duration",
+            "help",
+            "version",
+        ];
+        let messages = ["rate", "message_size", "publish", "http", "drain"];
+        f.extend(match self {
+            Scenario::Fanout => [&messages[..], &["members", "publishers"]].concat(),
+            Scenario::Rooms => [&messages[..], &["members", "rooms"]].concat(),
+            Scenario::Mixed => [&messages[..], &["members", "rooms", "dm_ratio"]].concat(),
+            Scenario::Direct => [&messages[..], &["connections"]].concat(),
+            Scenario::ConnectStorm => vec!["rate"],
+            Scenario::Idle => vec!["connections"],
+        });
+        f
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -425,6 +550,33 @@ mod tests {
         assert_eq!(v[2].to_string(), "127.0.0.4");
         assert!(parse_addr_range("127.0.0.4-127.0.0.2").is_err());
         assert!(parse_addr_range("nope").is_err());
+    }
+
+    fn help(args: &[&str]) -> String {
+        match parse(args) {
+            Err(Error::Help(h)) => h,
+            other => panic!("{args:?}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_scenarios_help_lists_only_the_flags_it_uses() {
+        let idle = help(&["idle", "--help"]);
+        assert!(idle.starts_with("chat-loadtest idle: "), "{idle}");
+        assert!(idle.contains("--connections") && idle.contains("--target"));
+        for unused in ["--rooms", "--rate", "--publishers", "--dm-ratio", "--http "] {
+            assert!(!idle.contains(unused), "idle --help shows {unused}");
+        }
+        let fanout = help(&["fanout", "--help"]);
+        assert!(fanout.contains("--publishers") && fanout.contains("--http "));
+        assert!(!fanout.contains("--dm-ratio") && !fanout.contains("--rooms"));
+        assert!(help(&["mixed", "--help"]).contains("--dm-ratio"));
+        // Without a scenario, everything.
+        let all = help(&["--help"]);
+        assert!(all.contains("--dm-ratio") && all.contains("--connections"));
+        for h in [idle, fanout, all] {
+            assert!(!h.contains(" here"), "help speaks of one machine: {h}");
+        }
     }
 
     #[test]

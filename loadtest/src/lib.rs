@@ -110,7 +110,7 @@ pub fn raise_nofile() -> u64 {
     rlimit::increase_nofile_limit(u64::MAX).unwrap_or(1024)
 }
 
-fn uses_http(cfg: &Config) -> bool {
+pub(crate) fn uses_http(cfg: &Config) -> bool {
     cfg.scenario.sends_messages()
         && (cfg.via() == Via::Http
             || (cfg.scenario == Scenario::Mixed

@@ -181,6 +181,21 @@ pub struct Inputs<'a> {
     pub t0_us: u64,
 }
 
+/// The gateways HTTP publishing went to (none when the run published no HTTP).
+fn http_used(cfg: &Config) -> Vec<String> {
+    if !crate::uses_http(cfg) {
+        return Vec::new();
+    }
+    if !cfg.http.is_empty() {
+        return cfg.http.clone();
+    }
+    cfg.targets
+        .first()
+        .and_then(|t| crate::client::Target::parse(t).ok())
+        .map(|t| vec![t.http_base()])
+        .unwrap_or_default()
+}
+
 impl Report {
     pub fn build(i: Inputs<'_>) -> Report {
         let Inputs {
@@ -303,11 +318,11 @@ impl Report {
             ok,
             settings: Settings {
                 targets: cfg.targets.clone(),
-                http: cfg.http.clone(),
+                http: http_used(cfg),
                 encoding: cfg.encoding,
                 publish: cfg.scenario.sends_messages().then(|| cfg.via()),
                 members: cfg.members(),
-                rooms: cfg.rooms,
+                rooms: cfg.rooms_used(),
                 rate: cfg.rate,
                 duration_s,
                 message_size: cfg.message_size,

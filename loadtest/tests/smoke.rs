@@ -168,7 +168,12 @@ async fn fanout_over_http_reaches_every_member_of_the_room() {
         &pid,
     ]))
     .await;
-    // 300 messages, each to 20 members.
+    // 300 messages, each to 20 members, in one room, published to the one gateway.
+    assert_eq!(r["settings"]["rooms"], 1, "{:#}", r["settings"]);
+    assert_eq!(
+        r["settings"]["http"],
+        serde_json::json!([format!("http://{addr}")])
+    );
     assert_eq!(r["messages"]["scheduled"], 300);
     assert_eq!(r["messages"]["published"], 300);
     assert_clean(&r, 6000);
