@@ -9,10 +9,11 @@
 #   FUZZ_TARGET_DIR=/some/dir ...              cargo's target dir (default fuzz/target)
 #   FUZZ_LOG_DIR=/some/dir ...                 keep each run's libFuzzer log there
 #
-# Works on a fresh Debian 12 with a stable Rust toolchain: it installs cargo-fuzz
-# (pinned, --locked) when it is missing, and g++ (libfuzzer-sys compiles libFuzzer's
-# C++) when there is no C++ compiler. Stable Rust takes the nightly flags cargo-fuzz
-# passes (-Zsanitizer=address, sancov) with RUSTC_BOOTSTRAP=1.
+# Works on a fresh Debian 12 with a stable Rust toolchain and g++ (libfuzzer-sys
+# compiles libFuzzer's C++): it installs cargo-fuzz (pinned, --locked) into the
+# project's .cache/tools when it is missing there, never into ~/.cargo. Stable Rust
+# takes the nightly flags cargo-fuzz passes (-Zsanitizer=address, sancov) with
+# RUSTC_BOOTSTRAP=1.
 #
 # Runs are single-process (-jobs=1 -workers=1), one target after the other; each
 # writes new inputs into a scratch corpus, never into fuzz/corpus/. A crash leaves its
@@ -31,7 +32,8 @@ FUZZ_RUNS=${FUZZ_RUNS:-}
 # A separate target dir: the fuzz builds never lock or invalidate the workspace's.
 export CARGO_TARGET_DIR="${FUZZ_TARGET_DIR:-$ROOT/fuzz/target}"
 export RUSTC_BOOTSTRAP=1
-export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
+TOOLS=$ROOT/.cache/tools
+export PATH="$TOOLS/bin:$PATH"
 
 if [[ -n "$FUZZ_RUNS" && ! "$FUZZ_RUNS" =~ ^[1-9][0-9]*$ ]]; then
     echo "FUZZ_RUNS must be a positive number of executions, not '$FUZZ_RUNS'" >&2
@@ -61,17 +63,9 @@ if ! command -v cargo >/dev/null; then
 fi
 
 if ! command -v c++ >/dev/null && ! command -v g++ >/dev/null; then
-    echo "installing g++ (libfuzzer-sys builds libFuzzer from C++)"
-    if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
-        { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
-            apt-get install -y -qq --no-install-recommends g++; } >"$WORK/apt.log" 2>&1 ||
-            { cat "$WORK/apt.log"; }
-    fi
-    if ! command -v c++ >/dev/null && ! command -v g++ >/dev/null; then
-        echo "FAIL no C++ compiler (install g++)"
-        FAILED=1
-        finish
-    fi
+    echo "FAIL no C++ compiler: apt-get install -y g++ (libfuzzer-sys builds libFuzzer from C++)"
+    FAILED=1
+    finish
 fi
 
 if [[ "$(cargo fuzz --version 2>/dev/null)" != "cargo-fuzz $CARGO_FUZZ_VERSION" ]]; then
@@ -79,7 +73,7 @@ if [[ "$(cargo fuzz --version 2>/dev/null)" != "cargo-fuzz $CARGO_FUZZ_VERSION" 
     T=$SECONDS
     # Its own temporary target dir, not the fuzz one.
     if ! env -u CARGO_TARGET_DIR cargo install cargo-fuzz --version "$CARGO_FUZZ_VERSION" \
-        --locked --force >"$WORK/install.log" 2>&1; then
+        --locked --force --root "$TOOLS" >"$WORK/install.log" 2>&1; then
         tail -n 30 "$WORK/install.log"
         echo "FAIL cargo install cargo-fuzz $CARGO_FUZZ_VERSION"
         FAILED=1
