@@ -15,9 +15,9 @@ pub mod routes;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use axum::Router;
-use axum::serve::ListenerExt;
 use chat_auth::{Auth, AuthConfig, LimitsConfig};
 use chat_engine::{Engine, EngineConfig};
 use chat_telemetry::{Metrics, TelemetryConfig};
@@ -52,6 +52,7 @@ pub struct Gateway {
     pub auth: Arc<Auth>,
     pub metrics: Arc<Metrics>,
     pub max_message_bytes: usize,
+    pub handshake_timeout: Duration,
     draining: AtomicBool,
 }
 
@@ -67,6 +68,7 @@ impl Gateway {
             auth,
             metrics,
             max_message_bytes: limits.max_message_bytes as usize,
+            handshake_timeout: limits.handshake_timeout(),
             draining: AtomicBool::new(false),
         })
     }
@@ -104,16 +106,13 @@ pub async fn run(
         gw.metrics.clone(),
         chat_telemetry::ready_fn(gw.engine.clone(), |e| async move { e.ready().await }),
     );
-    let app = chat_telemetry::with_ops(router(gw.clone()), ops(&gw), internal);
+    let timeout = gw.handshake_timeout;
+    let app = chat_telemetry::with_ops(router(gw.clone()), ops(&gw), internal, timeout);
     // Readiness turns 503 first, then in-flight requests finish.
     let stopping = async move {
         shutdown.await;
         gw.start_draining();
     };
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(stopping)
-        .await
+    let edge = chat_telemetry::serve::Edge::new(timeout);
+    chat_telemetry::serve::serve(listener, app, edge, stopping).await
 }

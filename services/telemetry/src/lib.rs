@@ -4,7 +4,10 @@
 //! - [`Metrics`]: every `chat_*` metric of a process, and the `/metrics` route.
 //! - [`trace`]: logs (text or JSON lines carrying the trace id) and the OpenTelemetry
 //!   span export, configured by the standard `OTEL_*` variables.
+//! - [`serve`]: the HTTP server loop of every listener (handshake timeout, per-socket
+//!   admission, graceful shutdown).
 
+pub mod serve;
 pub mod trace;
 
 use std::net::SocketAddr;
@@ -301,16 +304,18 @@ where
     std::sync::Arc::new(move || Box::pin(check(state.clone())))
 }
 
-/// Puts the ops routes on the internal listener when there is one (serving them there),
-/// else beside the public routes.
+/// Puts the ops routes on the internal listener when there is one (serving them there,
+/// with the same handshake timeout as the public one), else beside the public routes.
 pub fn with_ops(
     app: axum::Router,
     ops: axum::Router,
     internal: Option<tokio::net::TcpListener>,
+    handshake_timeout: std::time::Duration,
 ) -> axum::Router {
     match internal {
         Some(listener) => {
-            tokio::spawn(async move { axum::serve(listener, ops).await });
+            let edge = serve::Edge::new(handshake_timeout);
+            tokio::spawn(serve::serve(listener, ops, edge, std::future::pending()));
             app
         }
         None => app.merge(ops),
