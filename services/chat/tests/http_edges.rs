@@ -191,3 +191,383 @@ async fn half_open_clients_on_the_internal_listener_are_closed() {
         "closed at once: {after:?}"
     );
 }
+
+/// One request of the walk and the status it must get.
+#[derive(Clone, Debug)]
+pub struct Probe {
+    pub method: &'static str,
+    pub path: String,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Option<Vec<u8>>,
+    pub status: u16,
+}
+
+fn probe(method: &'static str, path: impl Into<String>, status: u16) -> Probe {
+    Probe {
+        method,
+        path: path.into(),
+        headers: Vec::new(),
+        body: None,
+        status,
+    }
+}
+
+impl Probe {
+    fn body(mut self, body: impl Into<Vec<u8>>) -> Self {
+        self.body = Some(body.into());
+        self
+    }
+
+    fn header(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    fn key(self) -> Self {
+        self.header("authorization", format!("Bearer {}", common::API_KEY))
+    }
+}
+
+const METHODS: [&str; 6] = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
+
+/// Every route (path with sample parameters, its methods) of a listener's router.
+fn wrong_methods(routes: &[(&str, &[&'static str])]) -> Vec<Probe> {
+    let mut probes = Vec::new();
+    for (path, allowed) in routes {
+        for method in METHODS {
+            if !allowed.contains(&method) {
+                probes.push(probe(method, *path, 405));
+            }
+        }
+    }
+    probes
+}
+
+const GATEWAY_ROUTES: &[(&str, &[&str])] = &[
+    ("/chat/send", &["POST"]),
+    ("/v1/rooms/general/messages", &["GET", "POST"]),
+    ("/v1/users/bob/messages", &["POST"]),
+    ("/v1/rooms/general/presence", &["GET"]),
+    ("/v1/rooms/general/members", &["POST"]),
+    ("/v1/rooms/general/members/bob", &["DELETE"]),
+    ("/v1/auth/dev-token", &["POST"]),
+    ("/openapi.json", &["GET"]),
+];
+const OPS_ROUTES: &[(&str, &[&str])] = &[
+    ("/healthz", &["GET"]),
+    ("/readyz", &["GET"]),
+    ("/metrics", &["GET"]),
+];
+const WS_ROUTES: &[(&str, &[&str])] = &[("/ws", &["GET"])];
+
+fn unknown_paths() -> Vec<Probe> {
+    [
+        "/nope",
+        "/v1",
+        "/v1/rooms",
+        "/v1/rooms/general",
+        "/v1/rooms/general/x",
+        "/healthz/x",
+        "/ws/x",
+    ]
+    .into_iter()
+    .map(|p| probe("GET", p, 404))
+    .collect()
+}
+
+/// The gateway's routes: bad bodies, queries and names answer 400/413, and with no
+/// credentials every authenticated route answers 401 first, however bad the rest is.
+fn gateway_inputs() -> Vec<Probe> {
+    let huge = vec![b'x'; (1 << 20) + 10];
+    let posts = [
+        "/v1/rooms/general/messages",
+        "/v1/users/bob/messages",
+        "/v1/rooms/general/members",
+    ];
+    let mut probes = Vec::new();
+    for path in posts {
+        probes.push(probe("POST", path, 401).body("{"));
+        probes.push(probe("POST", path, 401).body(r#"{"user": 7, "text": ""}"#));
+        probes.push(probe("POST", path, 400).key().body("{"));
+        probes.push(probe("POST", path, 400).key().body(""));
+        probes.push(probe("POST", path, 400).key().body("[1, 2]"));
+        probes.push(
+            probe("POST", path, 400)
+                .key()
+                .header("content-type", "application/msgpack")
+                .body(vec![0xc1, 0x00]),
+        );
+        probes.push(probe("POST", path, 413).key().body(huge.clone()));
+    }
+    for (method, path) in [
+        ("POST", "/v1/rooms/bad%20room/messages"),
+        ("POST", "/v1/users/%FF/messages"),
+        ("GET", "/v1/rooms/%FF/messages"),
+        ("GET", "/v1/rooms/bad%20room/presence"),
+        ("POST", "/v1/rooms/r%7B1%7D/members"),
+        ("DELETE", "/v1/rooms/general/members/bad%20user"),
+        ("GET", "/v1/rooms/general/messages?limit=abc"),
+    ] {
+        probes.push(probe(method, path, 401).body("{"));
+        probes.push(
+            probe(method, path, 400)
+                .key()
+                .body(r#"{"text":"x","from":"a","user":"b"}"#),
+        );
+    }
+    for query in [
+        "limit=0",
+        "limit=1001",
+        "limit=-1",
+        "since=-1",
+        "before=x",
+        "since=1&since=2",
+    ] {
+        let path = format!("/v1/rooms/general/messages?{query}");
+        probes.push(probe("GET", path.clone(), 401));
+        probes.push(probe("GET", path, 400).key());
+    }
+    probes.push(
+        probe("POST", "/v1/rooms/general/messages", 413)
+            .key()
+            .body(serde_json::json!({"text": "é".repeat(2049), "from": "a"}).to_string()),
+    );
+    probes.push(
+        probe("POST", "/v1/rooms/general/messages", 400)
+            .key()
+            .body(r#"{"text": "", "from": "a"}"#),
+    );
+    probes.push(
+        probe("POST", "/v1/users/bob/messages", 400)
+            .key()
+            .body(r#"{"text": "hi"}"#),
+    );
+    probes.push(
+        probe("POST", "/chat/send", 400)
+            .body(r#"{"sender": "a b", "receiver": "general", "text": "x"}"#),
+    );
+    probes.push(
+        probe("POST", "/chat/send", 400)
+            .body(r#"{"sender": "a", "receiver": "@b", "event": "join"}"#),
+    );
+    probes.push(
+        probe("POST", "/chat/send", 400)
+            .body(r#"{"sender": "a", "receiver": "general", "event": "shout"}"#),
+    );
+    probes.push(
+        probe("POST", "/chat/send", 401)
+            .header("authorization", "Basic eA==")
+            .body("{"),
+    );
+    probes.push(probe("POST", "/v1/auth/dev-token", 400).body(r#"{"user": ""}"#));
+    probes.push(probe("POST", "/v1/auth/dev-token", 400).body("null"));
+    probes.push(
+        probe("GET", "/v1/rooms/general/presence", 401).header("authorization", "Bearer not-a-jwt"),
+    );
+    probes
+}
+
+/// Sends every probe to `addr`; each answer has the expected status and the contract's
+/// JSON error body. Returns the failures, so one run shows them all.
+async fn walk(addr: SocketAddr, probes: &[Probe]) -> Vec<String> {
+    let client = common::http();
+    let mut failures = Vec::new();
+    for p in probes {
+        let method = reqwest::Method::from_bytes(p.method.as_bytes()).unwrap();
+        let mut req = client.request(method, format!("http://{addr}{}", p.path));
+        for (name, value) in &p.headers {
+            req = req.header(*name, value);
+        }
+        if let Some(body) = &p.body {
+            req = req.body(body.clone());
+        }
+        let label = format!(
+            "{} {}",
+            p.method,
+            p.path.chars().take(60).collect::<String>()
+        );
+        let r = match req.send().await {
+            Ok(r) => r,
+            Err(e) => {
+                failures.push(format!("{label}: {e}"));
+                continue;
+            }
+        };
+        let status = r.status().as_u16();
+        let json = r
+            .headers()
+            .get("content-type")
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+        let body = r.bytes().await.unwrap_or_default();
+        let parsed: Option<serde_json::Value> = serde_json::from_slice(&body).ok();
+        let error = parsed.as_ref().map(|v| &v["error"]);
+        let code_ok = error.is_some_and(|e| {
+            e["message"].is_string()
+                && e["code"].as_str().is_some_and(|c| {
+                    let expected = match status {
+                        400 | 405 => "bad_request",
+                        401 => "unauthorized",
+                        403 => "forbidden",
+                        404 => "not_found",
+                        413 => "too_large",
+                        429 => "rate_limited",
+                        503 => "unavailable",
+                        _ => "internal",
+                    };
+                    c == expected
+                })
+        });
+        if status != p.status || !json || !code_ok {
+            failures.push(format!(
+                "{label}: {status} (want {}), json content-type {json}, body {:?}",
+                p.status,
+                String::from_utf8_lossy(&body)
+                    .chars()
+                    .take(120)
+                    .collect::<String>()
+            ));
+        }
+    }
+    failures
+}
+
+fn assert_walk(failures: Vec<String>, what: &str) {
+    assert!(
+        failures.is_empty(),
+        "{what}: {} answers off the contract:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+/// The `/ws` upgrade's own refusals (bad handshakes) join the walk once they answer
+/// with the JSON body too: a list, so they can be added without touching the walk.
+fn ws_refusals() -> Vec<Probe> {
+    Vec::new()
+}
+
+fn ops_probes() -> Vec<Probe> {
+    wrong_methods(OPS_ROUTES)
+}
+
+#[tokio::test]
+async fn every_error_answer_of_chat_is_the_json_error() {
+    common::set_dev_mode(true);
+    let addr = common::spawn_chat(None).await;
+    let mut probes = wrong_methods(GATEWAY_ROUTES);
+    probes.extend(wrong_methods(WS_ROUTES));
+    probes.extend(wrong_methods(&[("/", &["GET"]), ("/index.html", &["GET"])]));
+    probes.extend(ops_probes());
+    probes.extend(unknown_paths());
+    probes.extend(gateway_inputs());
+    probes.extend(ws_refusals());
+    assert_walk(walk(addr, &probes).await, "chat");
+}
+
+#[tokio::test]
+async fn every_error_answer_of_the_split_deployment_is_the_json_error() {
+    common::set_dev_mode(true);
+    let mut redis = RedisServer::start();
+    let gateway = common::spawn_gateway(&redis.url()).await;
+    let (realtime, _rt) = common::spawn_realtime(&redis.url()).await;
+
+    let mut probes = wrong_methods(GATEWAY_ROUTES);
+    probes.extend(ops_probes());
+    probes.extend(unknown_paths());
+    probes.extend(gateway_inputs());
+    assert_walk(walk(gateway, &probes).await, "chat-gateway");
+
+    let mut probes = wrong_methods(WS_ROUTES);
+    probes.extend(ops_probes());
+    probes.extend(unknown_paths());
+    probes.extend(
+        GATEWAY_ROUTES
+            .iter()
+            .map(|(path, _)| probe("POST", *path, 404)),
+    );
+    probes.extend(ws_refusals());
+    assert_walk(walk(realtime, &probes).await, "chat-realtime");
+
+    // Not ready is an error answer too.
+    redis.stop();
+    let readyz = [probe("GET", "/readyz", 503)];
+    assert_walk(walk(gateway, &readyz).await, "chat-gateway /readyz");
+    assert_walk(walk(realtime, &readyz).await, "chat-realtime /readyz");
+}
+
+/// `/openapi.json` states what the server enforces, and the extremes it allows are
+/// accepted: a schema-driven client never sends a valid request that is refused.
+#[tokio::test]
+async fn the_openapi_document_states_the_limits_and_its_extremes_are_accepted() {
+    common::set_dev_mode(true);
+    let addr = common::spawn_chat(None).await;
+    let base = format!("http://{addr}");
+    let doc: serde_json::Value = common::http()
+        .get(format!("{base}/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let schemas = &doc["components"]["schemas"];
+    let text = &schemas["PublishRequest"]["properties"]["text"]["anyOf"];
+    assert_eq!(text[0]["maxLength"], 4096, "ASCII up to the byte limit");
+    assert_eq!(text[1]["maxLength"], 1024, "any text up to a quarter of it");
+    assert_eq!(text[1]["minLength"], 1);
+    assert_eq!(
+        schemas["MemberRequest"]["properties"]["user"]["pattern"],
+        "^[A-Za-z0-9_.-]{1,64}$"
+    );
+    let history = &doc["paths"]["/v1/rooms/{room}/messages"]["get"]["parameters"];
+    let param = |name: &str| {
+        history
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap()["schema"]
+            .clone()
+    };
+    let page = param("page");
+    for choice in page["oneOf"].as_array().unwrap() {
+        assert_eq!(choice["properties"]["limit"]["minimum"], 1);
+        assert_eq!(choice["properties"]["limit"]["maximum"], 1000);
+        assert_eq!(
+            choice["additionalProperties"], false,
+            "since or before, not both"
+        );
+    }
+    assert_eq!(
+        param("room")["pattern"],
+        "^(@[A-Za-z0-9_.-]{1,64}|[A-Za-z0-9_.:-]{1,64})$"
+    );
+    let schemes = &doc["components"]["securitySchemes"];
+    assert!(schemes["userToken"].is_object() && schemes["apiKey"].is_object());
+    assert_eq!(
+        doc["paths"]["/v1/rooms/{room}/members"]["post"]["security"],
+        serde_json::json!([{"apiKey": []}])
+    );
+
+    // The extremes the schema allows.
+    let url = format!("{base}/v1/rooms/{}/messages", "r".repeat(64));
+    for text in ["a".repeat(4096), "😀".repeat(1024), "é".repeat(1024)] {
+        let (status, body) = common::post_text(&url, &text).await;
+        assert_eq!(status, 201, "{} chars: {body}", text.chars().count());
+    }
+    let client = common::http();
+    for query in [
+        "limit=1",
+        "limit=1000",
+        "since=0",
+        "before=9223372036854775807",
+    ] {
+        let r = client
+            .get(format!("{url}?{query}"))
+            .bearer_auth(common::API_KEY)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{query}");
+    }
+}

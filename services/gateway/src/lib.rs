@@ -3,6 +3,7 @@
 //! - [`routes`]: the handlers of PROTOCOL.md §4, and the OpenAPI document built from them.
 //! - [`body`]: JSON or MessagePack bodies in and out, chosen by `Content-Type` / `Accept`.
 //! - [`error`]: [`ApiError`], the `{"error": {code, message}}` answer of every failure.
+//! - [`openapi`]: `/openapi.json`, with every constraint the handlers enforce.
 //!
 //! Joins and leaves act on connections that live on realtime replicas: the gateway
 //! broadcasts them as control commands on the bus, and every replica applies them to
@@ -10,6 +11,7 @@
 
 pub mod body;
 pub mod error;
+pub mod openapi;
 pub mod routes;
 
 use std::net::SocketAddr;
