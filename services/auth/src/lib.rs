@@ -93,6 +93,18 @@ pub struct LimitsConfig {
     /// busy rooms.
     #[arg(long, env = "CHAT_WRITE_DELAY_MS", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=1000))]
     pub write_delay_ms: u32,
+
+    /// Seconds a new connection has to send a complete request head (and a kept-alive
+    /// one its next): past it the socket is closed, so half-open clients cannot hold
+    /// files (and their IP's connection slots) forever.
+    #[arg(long, env = "CHAT_HANDSHAKE_TIMEOUT_SECS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub handshake_timeout_secs: u64,
+}
+
+impl LimitsConfig {
+    pub fn handshake_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.handshake_timeout_secs)
+    }
 }
 
 impl Default for LimitsConfig {
@@ -107,6 +119,7 @@ impl Default for LimitsConfig {
             rate_limit_burst: 40,
             send_queue_bytes: 1 << 20,
             write_delay_ms: 0,
+            handshake_timeout_secs: 5,
         }
     }
 }

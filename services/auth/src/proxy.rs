@@ -70,6 +70,12 @@ impl FromStr for Proxies {
 }
 
 impl Proxies {
+    /// Whether `peer` is a trusted proxy (whose own address is never the client).
+    pub fn contains(&self, peer: IpAddr) -> bool {
+        let peer = peer.to_canonical();
+        self.0.iter().any(|n| n.contains(peer))
+    }
+
     /// The client behind `peer`: the peer itself, unless it is a trusted proxy; then
     /// the right-most address of `X-Forwarded-For` (`forwarded`, the header's values
     /// in order) that is not a trusted proxy. Entries left of that one were written by

@@ -8,7 +8,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::serve::ListenerExt;
 use chat_auth::{Auth, AuthConfig, LimitsConfig};
 use chat_engine::{Engine, EngineConfig};
 use chat_gateway::Gateway;
@@ -122,7 +121,9 @@ pub async fn run(
             |e| async move { e.ready().await },
         ),
     );
-    let app = chat_telemetry::with_ops(chat.router(), chat.ops(), internal);
+    let timeout = chat.realtime.limits.handshake_timeout();
+    let app = chat_telemetry::with_ops(chat.router(), chat.ops(), internal, timeout);
+    let edge = chat_realtime::edge(&chat.realtime);
     let drained = {
         let (gateway, realtime) = (chat.gateway.clone(), chat.realtime.clone());
         async move {
@@ -131,13 +132,5 @@ pub async fn run(
             chat_realtime::drain::drain(&realtime).await;
         }
     };
-    axum::serve(
-        // Frames are batched per write already; Nagle would only add delay (up to 40 ms).
-        listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        }),
-        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(drained)
-    .await
+    chat_telemetry::serve::serve(listener, app, edge, drained).await
 }

@@ -3,6 +3,7 @@
 //! - [`routes`]: the handlers of PROTOCOL.md §4, and the OpenAPI document built from them.
 //! - [`body`]: JSON or MessagePack bodies in and out, chosen by `Content-Type` / `Accept`.
 //! - [`error`]: [`ApiError`], the `{"error": {code, message}}` answer of every failure.
+//! - [`openapi`]: `/openapi.json`, with every constraint the handlers enforce.
 //!
 //! Joins and leaves act on connections that live on realtime replicas: the gateway
 //! broadcasts them as control commands on the bus, and every replica applies them to
@@ -10,14 +11,15 @@
 
 pub mod body;
 pub mod error;
+pub mod openapi;
 pub mod routes;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use axum::Router;
-use axum::serve::ListenerExt;
 use chat_auth::{Auth, AuthConfig, LimitsConfig};
 use chat_engine::{Engine, EngineConfig};
 use chat_telemetry::{Metrics, TelemetryConfig};
@@ -52,6 +54,7 @@ pub struct Gateway {
     pub auth: Arc<Auth>,
     pub metrics: Arc<Metrics>,
     pub max_message_bytes: usize,
+    pub handshake_timeout: Duration,
     draining: AtomicBool,
 }
 
@@ -67,6 +70,7 @@ impl Gateway {
             auth,
             metrics,
             max_message_bytes: limits.max_message_bytes as usize,
+            handshake_timeout: limits.handshake_timeout(),
             draining: AtomicBool::new(false),
         })
     }
@@ -104,16 +108,13 @@ pub async fn run(
         gw.metrics.clone(),
         chat_telemetry::ready_fn(gw.engine.clone(), |e| async move { e.ready().await }),
     );
-    let app = chat_telemetry::with_ops(router(gw.clone()), ops(&gw), internal);
+    let timeout = gw.handshake_timeout;
+    let app = chat_telemetry::with_ops(router(gw.clone()), ops(&gw), internal, timeout);
     // Readiness turns 503 first, then in-flight requests finish.
     let stopping = async move {
         shutdown.await;
         gw.start_draining();
     };
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(stopping)
-        .await
+    let edge = chat_telemetry::serve::Edge::new(timeout);
+    chat_telemetry::serve::serve(listener, app, edge, stopping).await
 }

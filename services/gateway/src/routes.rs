@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{MatchedPath, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
@@ -16,10 +17,9 @@ use chat_protocol::http::{
     HistoryResponse, MemberRequest, PresenceResponse, PublishRequest, PublishResponse,
 };
 use chat_protocol::names::{validate_room, validate_user};
-use chat_protocol::{Channel, ErrorCode, Message, ProtocolError, codec};
+use chat_protocol::{Channel, ErrorCode, Message, codec};
 use tracing::Instrument;
 use utoipa::OpenApi;
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
 use crate::body::{Accept, Body};
 use crate::{ApiError, Gateway};
@@ -75,6 +75,25 @@ fn authorization(headers: &HeaderMap) -> Option<&str> {
 
 fn principal(gw: &Gateway, headers: &HeaderMap) -> Result<Principal> {
     Ok(gw.auth.principal(authorization(headers))?)
+}
+
+// Handlers take their path, query and body as `Result`s and open them only after
+// authentication: a request without credentials answers 401 whatever else is wrong.
+
+/// A path parameter that did not decode (bad percent-encoding, not UTF-8).
+fn path_of<T>(path: std::result::Result<Path<T>, PathRejection>) -> Result<T> {
+    path.map(|Path(p)| p)
+        .map_err(|e| ApiError::new(ErrorCode::BadRequest, e.body_text()))
+}
+
+fn query_of<T>(query: std::result::Result<Query<T>, QueryRejection>) -> Result<T> {
+    query
+        .map(|Query(q)| q)
+        .map_err(|e| ApiError::new(ErrorCode::BadRequest, e.body_text()))
+}
+
+fn body_of<T>(body: Result<Body<T>>) -> Result<T> {
+    body.map(|Body(b)| b)
 }
 
 /// The user a publish is from: a user publishes only as themselves; a backend with an
@@ -215,15 +234,20 @@ async fn chat_send(
     State(gw): State<Arc<Gateway>>,
     headers: HeaderMap,
     accept: Accept,
-    Body(req): Body<ChatSendRequest>,
+    body: Result<Body<ChatSendRequest>>,
 ) -> Result<Response> {
+    // Dev mode lets anyone post; otherwise a backend key, or a user as themselves.
+    let principal = if gw.auth.dev_mode && authorization(&headers).is_none() {
+        None
+    } else {
+        Some(principal(&gw, &headers)?)
+    };
+    let req = body_of(body)?;
     validate_user(&req.sender)?;
     let channel = Channel::parse(&req.receiver)?;
-    // Dev mode lets anyone post; otherwise a backend key, or a user as themselves.
-    if !(gw.auth.dev_mode && authorization(&headers).is_none()) {
-        let principal = principal(&gw, &headers)?;
-        publisher(&principal, Some(&req.sender))?;
-        check_access(&principal, &channel)?;
+    if let Some(principal) = &principal {
+        publisher(principal, Some(&req.sender))?;
+        check_access(principal, &channel)?;
     }
     match req.event {
         ChatSendEvent::Message => {
@@ -257,7 +281,6 @@ async fn chat_send(
 /// Publish to a room.
 #[utoipa::path(post, path = "/v1/rooms/{room}/messages", request_body = PublishRequest,
     params(("room" = String, Path, description = "room name")),
-    security(("bearer" = [])),
     responses(
         (status = 201, body = PublishResponse),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
@@ -266,13 +289,14 @@ async fn chat_send(
     ))]
 async fn publish_room(
     State(gw): State<Arc<Gateway>>,
-    Path(room): Path<String>,
+    room: std::result::Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     accept: Accept,
-    Body(req): Body<PublishRequest>,
+    body: Result<Body<PublishRequest>>,
 ) -> Result<Response> {
-    let channel = Channel::room(&room)?;
     let principal = principal(&gw, &headers)?;
+    let channel = Channel::room(&path_of(room)?)?;
+    let req = body_of(body)?;
     let from = publisher(&principal, req.from.as_deref())?;
     check_access(&principal, &channel)?;
     let m = publish(&gw, &channel, from, req.text, req.cid).await?;
@@ -282,7 +306,6 @@ async fn publish_room(
 /// Send a direct message; it is stored on `@user` and on the sender's own channel.
 #[utoipa::path(post, path = "/v1/users/{user}/messages", request_body = PublishRequest,
     params(("user" = String, Path, description = "receiver's user id")),
-    security(("bearer" = [])),
     responses(
         (status = 201, body = PublishResponse),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
@@ -291,25 +314,25 @@ async fn publish_room(
     ))]
 async fn publish_direct(
     State(gw): State<Arc<Gateway>>,
-    Path(user): Path<String>,
+    user: std::result::Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     accept: Accept,
-    Body(req): Body<PublishRequest>,
+    body: Result<Body<PublishRequest>>,
 ) -> Result<Response> {
-    let channel = Channel::user(&user)?;
     let principal = principal(&gw, &headers)?;
+    let channel = Channel::user(&path_of(user)?)?;
+    let req = body_of(body)?;
     let from = publisher(&principal, req.from.as_deref())?;
     let m = publish(&gw, &channel, from, req.text, req.cid).await?;
     Ok(published(accept, &m, true))
 }
 
-const DEFAULT_LIMIT: usize = 100;
-const MAX_LIMIT: usize = 1000;
+pub(crate) const DEFAULT_LIMIT: usize = 100;
+pub(crate) const MAX_LIMIT: usize = 1000;
 
 /// Read history: `since` pages forward (ascending), `before` pages back (newest first).
 #[utoipa::path(get, path = "/v1/rooms/{room}/messages",
     params(("room" = String, Path, description = "room name, or @user for your own channel"), HistoryQuery),
-    security(("bearer" = [])),
     responses(
         (status = 200, body = HistoryResponse),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
@@ -317,14 +340,15 @@ const MAX_LIMIT: usize = 1000;
     ))]
 async fn history(
     State(gw): State<Arc<Gateway>>,
-    Path(room): Path<String>,
-    query: std::result::Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
+    room: std::result::Result<Path<String>, PathRejection>,
+    query: std::result::Result<Query<HistoryQuery>, QueryRejection>,
     headers: HeaderMap,
     accept: Accept,
 ) -> Result<Response> {
-    let Query(q) = query.map_err(|e| ProtocolError::bad_request(e.body_text()))?;
-    let channel = Channel::parse(&room)?;
     let principal = principal(&gw, &headers)?;
+    let room = path_of(room)?;
+    let channel = Channel::parse(&room)?;
+    let q = query_of(query)?;
     check_access(&principal, &channel)?;
     let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
     if limit == 0 || limit > MAX_LIMIT {
@@ -362,7 +386,6 @@ async fn history(
 /// Who is online in a room: users with at least one live connection in it.
 #[utoipa::path(get, path = "/v1/rooms/{room}/presence",
     params(("room" = String, Path, description = "room name")),
-    security(("bearer" = [])),
     responses(
         (status = 200, body = PresenceResponse),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
@@ -370,12 +393,13 @@ async fn history(
     ))]
 async fn presence(
     State(gw): State<Arc<Gateway>>,
-    Path(room): Path<String>,
+    room: std::result::Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     accept: Accept,
 ) -> Result<Response> {
-    let channel = Channel::room(&room)?;
     let principal = principal(&gw, &headers)?;
+    let room = path_of(room)?;
+    let channel = Channel::room(&room)?;
     check_access(&principal, &channel)?;
     let users = gw.engine.presence(&room).await?;
     Ok(accept.reply(StatusCode::OK, &PresenceResponse { room, users }))
@@ -384,18 +408,19 @@ async fn presence(
 /// Server-side join: every live connection of the user joins the room (API key).
 #[utoipa::path(post, path = "/v1/rooms/{room}/members", request_body = MemberRequest,
     params(("room" = String, Path, description = "room name")),
-    security(("bearer" = [])),
     responses((status = 202), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 503, body = ErrorBody)))]
 async fn add_member(
     State(gw): State<Arc<Gateway>>,
-    Path(room): Path<String>,
+    room: std::result::Result<Path<String>, PathRejection>,
     headers: HeaderMap,
-    Body(req): Body<MemberRequest>,
+    body: Result<Body<MemberRequest>>,
 ) -> Result<StatusCode> {
-    validate_room(&room)?;
-    validate_user(&req.user)?;
     require_server(&principal(&gw, &headers)?)?;
+    let room = path_of(room)?;
+    validate_room(&room)?;
+    let req = body_of(body)?;
+    validate_user(&req.user)?;
     gw.engine
         .publish_control(&Control::Join {
             user: req.user,
@@ -408,17 +433,17 @@ async fn add_member(
 /// Server-side leave (API key).
 #[utoipa::path(delete, path = "/v1/rooms/{room}/members/{user}",
     params(("room" = String, Path, description = "room name"), ("user" = String, Path, description = "user id")),
-    security(("bearer" = [])),
     responses((status = 202), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 503, body = ErrorBody)))]
 async fn remove_member(
     State(gw): State<Arc<Gateway>>,
-    Path((room, user)): Path<(String, String)>,
+    path: std::result::Result<Path<(String, String)>, PathRejection>,
     headers: HeaderMap,
 ) -> Result<StatusCode> {
+    require_server(&principal(&gw, &headers)?)?;
+    let (room, user) = path_of(path)?;
     validate_room(&room)?;
     validate_user(&user)?;
-    require_server(&principal(&gw, &headers)?)?;
     gw.engine
         .publish_control(&Control::Leave { user, room })
         .await?;
@@ -432,7 +457,7 @@ async fn remove_member(
 async fn dev_token(
     State(gw): State<Arc<Gateway>>,
     accept: Accept,
-    Body(req): Body<DevTokenRequest>,
+    body: Result<Body<DevTokenRequest>>,
 ) -> Result<Response> {
     if !gw.auth.dev_mode {
         return Err(ApiError::new(
@@ -440,6 +465,7 @@ async fn dev_token(
             "dev tokens need CHAT_DEV_MODE=true",
         ));
     }
+    let req = body_of(body)?;
     validate_user(&req.user)?;
     let token = gw.auth.issue_token(&req.user)?;
     Ok(accept.reply(StatusCode::OK, &DevTokenResponse { token }))
@@ -447,7 +473,10 @@ async fn dev_token(
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Chat API", description = "HTTP API of chat protocol v1 (PROTOCOL.md §4)."),
+    info(
+        title = "Chat API",
+        description = "HTTP API of chat protocol v1 (PROTOCOL.md §4)."
+    ),
     paths(
         chat_send,
         publish_room,
@@ -457,28 +486,11 @@ async fn dev_token(
         add_member,
         remove_member,
         dev_token
-    ),
-    modifiers(&BearerAuth)
+    )
 )]
 pub struct ApiDoc;
 
-struct BearerAuth;
-
-impl utoipa::Modify for BearerAuth {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "bearer",
-            SecurityScheme::Http(
-                HttpBuilder::new()
-                    .scheme(HttpAuthScheme::Bearer)
-                    .description(Some("a user JWT, or a server API key"))
-                    .build(),
-            ),
-        );
-    }
-}
-
-async fn openapi() -> impl IntoResponse {
-    axum::Json(ApiDoc::openapi())
+/// The document with this server's limits (the text limit is a setting).
+async fn openapi(State(gw): State<Arc<Gateway>>) -> impl IntoResponse {
+    axum::Json(crate::openapi::document(gw.max_message_bytes))
 }

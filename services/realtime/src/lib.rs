@@ -32,7 +32,6 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::serve::ListenerExt;
 use chat_auth::{Auth, AuthConfig, LimitsConfig};
 use chat_engine::{BusHandler, Engine, EngineConfig};
 use chat_protocol::http::{ErrorBody, ErrorDetail};
@@ -173,8 +172,13 @@ impl Realtime {
         self.metrics.limit_hits.with_label_values(&[limit]).inc();
     }
 
-    /// Takes a connection slot of `ip`; `None` when the IP holds its maximum.
+    /// Takes a connection slot of `ip`; `None` when the IP holds its maximum. A
+    /// connection that was counted when it was accepted (from `ip` itself, no proxy)
+    /// keeps that slot: one socket counts once, half-open or upgraded.
     fn claim_ip(self: &Arc<Self>, ip: std::net::IpAddr) -> Option<IpSlot> {
+        if let Some(slot) = chat_telemetry::serve::take_admission(|s: &IpSlot| s.ip == ip) {
+            return Some(slot);
+        }
         let mut per_ip = self.per_ip.lock();
         let n = per_ip.entry(ip).or_default();
         if *n >= self.limits.max_connections_per_ip {
@@ -211,6 +215,31 @@ impl Realtime {
     pub async fn ready(&self) -> bool {
         !self.is_draining() && self.hub.engine().ready().await
     }
+}
+
+/// Counts every accepted socket against its peer's per-IP limit, from accept on: a
+/// client that opens sockets and never finishes a handshake holds its own slots, not
+/// everyone's files. A trusted proxy's sockets are not counted here: the client it
+/// names is, at the upgrade.
+pub fn edge(rt: &Arc<Realtime>) -> chat_telemetry::serve::Edge {
+    let admit = {
+        let rt = rt.clone();
+        move |peer: SocketAddr| -> Option<chat_telemetry::serve::Admission> {
+            // Canonical, as `client_ip` hands it to the upgrade's claim.
+            let ip = peer.ip().to_canonical();
+            if rt.limits.trusted_proxies.contains(ip) {
+                return Some(Box::new(()));
+            }
+            match rt.claim_ip(ip) {
+                Some(slot) => Some(Box::new(slot)),
+                None => {
+                    rt.limit_hit("connections_per_ip");
+                    None
+                }
+            }
+        }
+    };
+    chat_telemetry::serve::Edge::new(rt.limits.handshake_timeout()).admit(Arc::new(admit))
 }
 
 /// A connection's share of its IP's limit, given back when the connection ends.
@@ -368,7 +397,9 @@ pub async fn run(
         rt.metrics.clone(),
         chat_telemetry::ready_fn(rt.hub.clone(), |h| async move { h.engine().ready().await }),
     );
-    let app = chat_telemetry::with_ops(router(rt.clone()), ops(&rt), internal);
+    let timeout = rt.limits.handshake_timeout();
+    let app = chat_telemetry::with_ops(router(rt.clone()), ops(&rt), internal, timeout);
+    let edge = edge(&rt);
     let drained = {
         let rt = rt.clone();
         async move {
@@ -376,13 +407,5 @@ pub async fn run(
             drain::drain(&rt).await;
         }
     };
-    axum::serve(
-        // Frames are batched per write already; Nagle would only add delay (up to 40 ms).
-        listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        }),
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(drained)
-    .await
+    chat_telemetry::serve::serve(listener, app, edge, drained).await
 }

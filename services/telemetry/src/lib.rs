@@ -4,7 +4,12 @@
 //! - [`Metrics`]: every `chat_*` metric of a process, and the `/metrics` route.
 //! - [`trace`]: logs (text or JSON lines carrying the trace id) and the OpenTelemetry
 //!   span export, configured by the standard `OTEL_*` variables.
+//! - [`json_errors`]: the JSON error answers of unknown paths and wrong methods.
+//! - [`serve`]: the HTTP server loop of every listener (handshake timeout, per-socket
+//!   admission, graceful shutdown).
 
+pub mod json_errors;
+pub mod serve;
 pub mod trace;
 
 use std::net::SocketAddr;
@@ -306,19 +311,23 @@ where
     std::sync::Arc::new(move || Box::pin(check(state.clone())))
 }
 
-/// Puts the ops routes on the internal listener when there is one (serving them there),
-/// else beside the public routes.
+/// Puts the ops routes on the internal listener when there is one (serving them there,
+/// with the same handshake timeout as the public one), else beside the public routes.
+/// Both routers answer unknown paths and wrong methods with the JSON error body.
 pub fn with_ops(
     app: axum::Router,
     ops: axum::Router,
     internal: Option<tokio::net::TcpListener>,
+    handshake_timeout: std::time::Duration,
 ) -> axum::Router {
     match internal {
         Some(listener) => {
-            tokio::spawn(async move { axum::serve(listener, ops).await });
-            app
+            let edge = serve::Edge::new(handshake_timeout);
+            let ops = json_errors::with_json_errors(ops);
+            tokio::spawn(serve::serve(listener, ops, edge, std::future::pending()));
+            json_errors::with_json_errors(app)
         }
-        None => app.merge(ops),
+        None => json_errors::with_json_errors(app.merge(ops)),
     }
 }
 
@@ -341,6 +350,7 @@ pub fn spawn_engine_probe(metrics: std::sync::Arc<Metrics>, engine_ready: ReadyF
 /// `/metrics`.
 pub fn ops_router(metrics: std::sync::Arc<Metrics>, ready: ReadyFn) -> axum::Router {
     use axum::http::{StatusCode, header};
+    use axum::response::IntoResponse;
     use axum::routing::get;
     axum::Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
@@ -350,9 +360,13 @@ pub fn ops_router(metrics: std::sync::Arc<Metrics>, ready: ReadyFn) -> axum::Rou
                 let ready = ready.clone();
                 async move {
                     if ready().await {
-                        (StatusCode::OK, "ready\n")
+                        (StatusCode::OK, "ready\n").into_response()
                     } else {
-                        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+                        json_errors::error(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            ErrorCode::Unavailable,
+                            "not ready: the engine does not answer, or the process is draining",
+                        )
                     }
                 }
             }),
