@@ -44,6 +44,12 @@ check() {
     if out=$("$@" 2>&1); then
         passed=$((passed + 1))
         echo "ok    $name ($((SECONDS - START)) s)"
+        # What the check saw (the helper's last line), when it said something short.
+        local said
+        said=$(printf '%s\n' "$out" | tail -n 1)
+        if [[ -n $said && ${#said} -lt 200 && $said != sha256:* && ! $said =~ ^[0-9a-f]{64}$ ]]; then
+            echo "      $said"
+        fi
     else
         failed=$((failed + 1))
         echo "FAIL  $name ($((SECONDS - START)) s)"
