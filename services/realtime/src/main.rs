@@ -3,10 +3,15 @@ use std::sync::Arc;
 use chat_auth::Auth;
 use chat_engine::Engine;
 use chat_realtime::{Config, Options, Realtime};
-use chat_telemetry::{Metrics, config_error, parse_config};
+use chat_telemetry::{Metrics, config_error, healthcheck, parse_config, parse_config_from};
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
+    // `BINARY healthcheck`: the container health check (GET /readyz), no server started.
+    if let Some(args) = healthcheck::requested() {
+        let config: Config = parse_config_from(args);
+        healthcheck::run(config.realtime_addr, config.telemetry.internal_addr);
+    }
     let config: Config = parse_config();
     let _telemetry = chat_telemetry::init(&config.telemetry, "chat-realtime");
     if config.engine.redis_url.is_none() {

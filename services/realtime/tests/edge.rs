@@ -45,17 +45,19 @@ fn edge_prefix(port: u16, gateway: u16, realtimes: &[u16]) -> PathBuf {
             &format!("pid {};", prefix.join("nginx.pid").display()),
         );
     std::fs::write(prefix.join("edge.conf"), conf).unwrap();
-    let upstreams = std::fs::read_to_string(format!("{REPO}/docker/nginx/upstreams.conf")).unwrap();
-    let mut upstreams = upstreams.replace("gateway:8080", &format!("127.0.0.1:{gateway}"));
-    for (i, p) in realtimes.iter().enumerate() {
-        upstreams = upstreams.replace(
-            &format!("realtime-{}:8081", i + 1),
-            &format!("127.0.0.1:{p}"),
-        );
-    }
-    assert!(
-        !upstreams.contains(":8081"),
-        "every compose replica was mapped"
+    // Compose's upstreams.conf maps each upstream variable to a DNS name; here the
+    // same variables name `upstream` groups of the loopback processes instead.
+    let compose = std::fs::read_to_string(format!("{REPO}/docker/nginx/upstreams.conf")).unwrap();
+    assert!(compose.contains("$gateway_upstream") && compose.contains("$realtime_upstream"));
+    let replicas: String = realtimes
+        .iter()
+        .map(|p| format!("server 127.0.0.1:{p}; "))
+        .collect();
+    let upstreams = format!(
+        "upstream gateway_group {{ server 127.0.0.1:{gateway}; keepalive 4; }}\n\
+         upstream realtime_group {{ least_conn; {replicas}}}\n\
+         map $host $gateway_upstream {{ default gateway_group; }}\n\
+         map $host $realtime_upstream {{ default realtime_group; }}\n"
     );
     std::fs::write(prefix.join("upstreams.conf"), upstreams).unwrap();
     std::fs::copy("/etc/nginx/mime.types", prefix.join("mime.types")).unwrap();

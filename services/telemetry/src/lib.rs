@@ -7,7 +7,10 @@
 //! - [`json_errors`]: the JSON error answers of unknown paths and wrong methods.
 //! - [`serve`]: the HTTP server loop of every listener (handshake timeout, per-socket
 //!   admission, graceful shutdown).
+//! - [`healthcheck`]: the `healthcheck` subcommand every binary answers (container
+//!   health checks without a shell).
 
+pub mod healthcheck;
 pub mod json_errors;
 pub mod serve;
 pub mod trace;
@@ -51,7 +54,17 @@ pub fn init(config: &TelemetryConfig, service: &str) -> trace::Telemetry {
 /// Parses the configuration from flags and `CHAT_*` variables; on a bad value prints
 /// one line that names the setting and exits with status 64.
 pub fn parse_config<C: clap::Parser>() -> C {
-    match C::try_parse() {
+    parse_config_from(std::env::args_os())
+}
+
+/// [`parse_config`] from the given arguments (the first is the program's name).
+pub fn parse_config_from<C, I, T>(args: I) -> C
+where
+    C: clap::Parser,
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    match C::try_parse_from(args) {
         Ok(c) => c,
         Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
             e.exit()

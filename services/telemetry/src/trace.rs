@@ -135,7 +135,11 @@ pub fn init(
                 "off,chat=info,chat_gateway=info,chat_realtime=info,chat_engine=info,chat_telemetry=info",
             ))
     });
-    let logs = log_layer(format, std::io::stderr).with_filter(filter);
+    let ansi = colours_wanted(
+        std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        std::env::var_os("NO_COLOR"),
+    );
+    let logs = log_layer(format, ansi, std::io::stderr).with_filter(filter);
     let installed = tracing_subscriber::registry()
         .with(logs)
         .with(otel)
@@ -150,8 +154,15 @@ pub fn init(
     })
 }
 
+/// Colour escapes only for a person at a terminal: a container runtime, a pipe or a
+/// file gets plain lines (log collectors store the escapes verbatim otherwise), and a
+/// non-empty `NO_COLOR` turns them off everywhere (https://no-color.org).
+fn colours_wanted(is_terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
+    is_terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
 /// Log lines in `format` to `writer`, with the trace id.
-fn log_layer<S, W>(format: LogFormat, writer: W) -> Box<dyn Layer<S> + Send + Sync>
+fn log_layer<S, W>(format: LogFormat, ansi: bool, writer: W) -> Box<dyn Layer<S> + Send + Sync>
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
@@ -159,11 +170,13 @@ where
     match format {
         LogFormat::Text => tracing_subscriber::fmt::layer()
             .with_writer(writer)
+            .with_ansi(ansi)
             .event_format(WithTraceId(Format::<Full>::default()))
             .fmt_fields(DefaultFields::new())
             .boxed(),
         LogFormat::Json => tracing_subscriber::fmt::layer()
             .with_writer(writer)
+            .with_ansi(false)
             .event_format(WithTraceId(Format::<Full>::default().json()))
             .fmt_fields(JsonFields::new())
             .boxed(),
@@ -281,6 +294,14 @@ mod tests {
 
     use super::*;
 
+    #[test]
+    fn colours_only_at_a_terminal_without_no_color() {
+        assert!(colours_wanted(true, None));
+        assert!(colours_wanted(true, Some("".into())));
+        assert!(!colours_wanted(true, Some("1".into())));
+        assert!(!colours_wanted(false, None));
+    }
+
     /// Log output captured in memory.
     #[derive(Clone, Default)]
     struct Captured(Arc<Mutex<Vec<u8>>>);
@@ -311,7 +332,7 @@ mod tests {
         let provider = SdkTracerProvider::builder().build();
         let out = Captured::default();
         let subscriber = tracing_subscriber::registry()
-            .with(log_layer(format, out.clone()).with_filter(EnvFilter::new("info")))
+            .with(log_layer(format, false, out.clone()).with_filter(EnvFilter::new("info")))
             .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
         tracing::subscriber::with_default(subscriber, f);
         let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
