@@ -343,6 +343,17 @@ fn cases() -> Vec<Case> {
             unmasked(FIN | BINARY, &ping_msgpack(40)),
             closed(1002),
         ),
+        case(
+            "U.9",
+            "masked frames after an unmasked one: not answered, the close arrives",
+            cat(&[
+                unmasked(FIN | PING, b"u"),
+                f(FIN | TEXT, &small),
+                f(FIN | PING, b"m"),
+                f(FIN | TEXT, &ping_json(2000)),
+            ]),
+            closed(1002),
+        ),
         // 2 Pings and pongs.
         case(
             "2.1",

@@ -154,6 +154,9 @@ async fn write_loop(
     }
 }
 
+/// Bytes a client may still send after the server's close before it is cut off.
+const DISCARD_AFTER_CLOSE: usize = 64 * 1024;
+
 struct Session {
     rt: Arc<Realtime>,
     queue: Arc<SendQueue>,
@@ -207,7 +210,7 @@ impl Session {
             }
         };
         self.queue.close(close);
-        reader.discard().await;
+        reader.discard(DISCARD_AFTER_CLOSE).await;
     }
 
     fn reply(&self, frame: &ServerFrame) {

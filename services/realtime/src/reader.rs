@@ -174,15 +174,18 @@ impl<R: AsyncRead + Unpin> Reader<R> {
         }
     }
 
-    /// Reads and discards until the client ends the stream: once the server sent its
-    /// close, the client still writing must not turn the end into a reset that could
-    /// destroy the close frame before the client reads it.
-    pub async fn discard(&mut self) {
+    /// Reads and discards until the client ends the stream, up to `limit` bytes: once
+    /// the server sent its close, a client that was still writing a few frames must
+    /// not turn the end into a reset that could destroy the close frame before the
+    /// client reads it; one that floods on is cut off.
+    pub async fn discard(&mut self, limit: usize) {
         self.buf.clear();
         let mut sink = [0u8; 1024];
-        while let Ok(n) = self.io.read(&mut sink).await {
-            if n == 0 {
-                return;
+        let mut left = limit;
+        while left > 0 {
+            match self.io.read(&mut sink).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => left = left.saturating_sub(n),
             }
         }
     }
