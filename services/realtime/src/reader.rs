@@ -179,11 +179,13 @@ impl<R: AsyncRead + Unpin> Reader<R> {
     /// not turn the end into a reset that could destroy the close frame before the
     /// client reads it; one that floods on is cut off.
     pub async fn discard(&mut self, limit: usize) {
-        self.buf.clear();
-        let mut sink = [0u8; 1024];
         let mut left = limit;
         while left > 0 {
-            match self.io.read(&mut sink).await {
+            // Into the read buffer: a sink array would sit in every connection's task,
+            // idle or not (a future is as large as its largest state).
+            self.buf.clear();
+            self.buf.reserve(4096);
+            match self.io.read_buf(&mut self.buf).await {
                 Ok(0) | Err(_) => return,
                 Ok(n) => left = left.saturating_sub(n),
             }
