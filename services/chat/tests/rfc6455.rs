@@ -1350,3 +1350,20 @@ async fn chat_follows_rfc6455() {
     let addr = common::spawn_chat(None).await;
     conformance(addr, "chat").await;
 }
+
+#[tokio::test]
+async fn an_upgrade_past_the_ip_limit_is_refused_with_the_json_body_too() {
+    common::configure(|o| o.limits.max_connections_per_ip = 1);
+    let addr = common::spawn_chat(None).await;
+    let _held = RawWs::open(addr).await.unwrap();
+    let refused = Handshake {
+        id: "H.16",
+        what: "a second connection from one IP past its limit of 1",
+        request: raw::upgrade_request(addr, "", &[]),
+        status: 429,
+        headers: vec![],
+        absent: vec![],
+        error: Some("rate_limited"),
+    };
+    run_handshake(addr, &refused).await.unwrap();
+}
