@@ -244,9 +244,8 @@ async fn refresh_presence(hub: std::sync::Weak<Hub>, every: Duration) {
     }
 }
 
-/// `GET /ws`.
+/// `GET /ws`; any other method gets 405 with the JSON error body.
 pub fn router(rt: Arc<Realtime>) -> Router {
-    // Any method: a wrong one is refused with the JSON body too.
     Router::new().route("/ws", any(upgrade)).with_state(rt)
 }
 

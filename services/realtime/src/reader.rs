@@ -141,9 +141,7 @@ impl<R: AsyncRead + Unpin> Reader<R> {
     pub async fn next(&mut self) -> Result<Inbound, ReadError> {
         loop {
             let (header, mut payload) = self.frame().await?;
-            for (i, b) in payload.iter_mut().enumerate() {
-                *b ^= header.mask[i & 3];
-            }
+            unmask(&mut payload, header.mask);
             match header.opcode {
                 PING => return Ok(Inbound::Ping(payload)),
                 PONG => return Ok(Inbound::Pong),
@@ -316,6 +314,23 @@ impl Partial {
     }
 }
 
+/// XORs the payload with its mask (RFC 6455 §5.3), 8 bytes at a time: byte by byte it
+/// took three times as long as reading a 4 KB frame otherwise does.
+fn unmask(payload: &mut [u8], mask: [u8; 4]) {
+    let m = u64::from_ne_bytes([
+        mask[0], mask[1], mask[2], mask[3], mask[0], mask[1], mask[2], mask[3],
+    ]);
+    let mut chunks = payload.chunks_exact_mut(8);
+    for c in &mut chunks {
+        let v = u64::from_ne_bytes((&*c).try_into().expect("8 bytes")) ^ m;
+        c.copy_from_slice(&v.to_ne_bytes());
+    }
+    // The rest starts at a multiple of 8, so the mask lines up again.
+    for (i, b) in chunks.into_remainder().iter_mut().enumerate() {
+        *b ^= mask[i & 3];
+    }
+}
+
 /// The code of a close frame's payload (RFC 6455 §5.5.1, §7.4).
 fn close_code(payload: &[u8]) -> Result<u16, Violation> {
     match payload {
@@ -442,6 +457,22 @@ mod tests {
             (0x80 | CONTINUATION, 0x85, Violation::NothingToContinue),
         ] {
             assert_eq!(read_all(vec![head, b1], 100).await, vec![Err(v.into())]);
+        }
+    }
+
+    #[test]
+    fn unmasking_by_words_is_unmasking_by_bytes() {
+        let mask = [0x37, 0xfa, 0x21, 0x3d];
+        for len in 0..40 {
+            let data: Vec<u8> = (0..len as u8).collect();
+            let mut fast = data.clone();
+            unmask(&mut fast, mask);
+            let slow: Vec<u8> = data
+                .iter()
+                .enumerate()
+                .map(|(i, b)| b ^ mask[i % 4])
+                .collect();
+            assert_eq!(fast, slow, "{len}");
         }
     }
 
