@@ -125,10 +125,13 @@ pub fn check_text(text: &str, max_bytes: usize) -> Result<(), ProtocolError> {
     Ok(())
 }
 
-/// A frame may carry the text plus its envelope; anything past this is refused before it
-/// is decoded.
+/// The largest client frame (or reassembled message): a text of `max_text_bytes` as
+/// JSON may write it at worst (`\u0001` is 6 bytes for each byte of text), plus 4 KiB
+/// for the other fields. Any text the contract accepts fits, so a too long one is
+/// answered with `too_large` instead of costing the connection; past this a frame is
+/// refused before it is decoded.
 pub fn max_frame_bytes(max_text_bytes: usize) -> usize {
-    max_text_bytes + 4096
+    max_text_bytes.saturating_mul(6).saturating_add(4096)
 }
 
 #[cfg(test)]

@@ -1,9 +1,10 @@
 //! One WebSocket connection: a reader task that decodes and handles the client's
 //! frames, and a writer that drains the send queue in batches.
 //!
-//! fastwebsockets reads (its `read_frame` is not cancel-safe, so it is never raced in
-//! `select!`: a connection we give up on is aborted whole). Writes bypass it: every
-//! server frame is already a complete WebSocket frame in the queue.
+//! [`Reader`] reads and checks the client's frames (RFC 6455); a client that breaks the
+//! protocol gets the close its [`Violation`](crate::reader::Violation) names. Writes
+//! need no framing library: every server frame is already a complete WebSocket frame in
+//! the queue.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -13,19 +14,18 @@ use chat_auth::User;
 use chat_engine::Publication;
 use chat_protocol::names::validate_user;
 use chat_protocol::{Channel, ClientFrame, Encoding, ErrorCode, ProtocolError, ServerFrame, codec};
-use fastwebsockets::{Frame, OpCode, Role, WebSocketError};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use tracing::Instrument;
 
+use crate::close::{Close, Code};
 use crate::frame;
 use crate::hub::Conn;
 use crate::rate::{TokenBucket, Verdict};
-use crate::send_queue::{Close, Queued, SendQueue};
+use crate::reader::{Inbound, ReadError, Reader};
+use crate::send_queue::{Queued, SendQueue};
 use crate::socket::{self, ReadHalf, Socket};
 use crate::{Realtime, Timing};
-
-const POLICY: u16 = 1008;
 
 /// Serves one upgraded connection until it closes.
 pub async fn serve(rt: Arc<Realtime>, upgraded: TokioIo<Upgraded>, encoding: Encoding) {
@@ -34,12 +34,7 @@ pub async fn serve(rt: Arc<Realtime>, upgraded: TokioIo<Upgraded>, encoding: Enc
         tracing::error!("an upgraded connection is not a TCP stream: dropped");
         return;
     };
-    // The write half of fastwebsockets' pair is unused: see the module comment.
-    let (mut reader, _) =
-        fastwebsockets::after_handshake_split(read_half, tokio::io::sink(), Role::Server);
-    reader.set_max_message_size(rt.max_frame_bytes());
-    reader.set_auto_pong(true);
-    reader.set_auto_close(true);
+    let reader = Reader::new(read_half, rt.max_frame_bytes());
 
     let queue = Arc::new(SendQueue::new(rt.limits.send_queue_bytes as usize));
     let conn_slot: Arc<OnceLock<Arc<Conn>>> = Arc::new(OnceLock::new());
@@ -74,38 +69,15 @@ pub async fn serve(rt: Arc<Realtime>, upgraded: TokioIo<Upgraded>, encoding: Enc
         rt.hub.disconnect(conn).await;
     }
     rt.metrics.ws_connections.dec();
-    let (reason, limit) = close_labels(close);
-    if let Some(limit) = limit {
+    // None sent counts as normal.
+    let code = close.map_or(Code::Echo(1000), |c| c.code);
+    if let Some(limit) = code.limit() {
         rt.limit_hit(limit);
     }
-    rt.metrics.ws_closes.with_label_values(&[reason]).inc();
-}
-
-/// Close code → its `chat_ws_closes_total` reason and the limit it counts against.
-/// Any other code is reason `error`.
-const CLOSES: &[(u16, &str, Option<&str>)] = &[
-    (1000, "normal", None),
-    (1001, "idle", Some("idle")),
-    (1006, "lost", None),
-    (1008, "policy", None),
-    (1009, "too_large", Some("frame_size")),
-    (1012, "drain", None),
-    (1013, "slow_consumer", Some("slow_consumer")),
-    (4408, "connect_timeout", Some("connect_timeout")),
-];
-
-/// The reason and limit of a close (none sent counts as normal).
-fn close_labels(close: Option<Close>) -> (&'static str, Option<&'static str>) {
-    let code = close.map_or(1000, |c| c.code);
-    CLOSES
-        .iter()
-        .find(|(c, ..)| *c == code)
-        .map_or(("error", None), |&(_, reason, limit)| (reason, limit))
-}
-
-/// Every reason `chat_ws_closes_total` can carry, so its series exist from the start.
-pub fn close_reasons() -> impl Iterator<Item = &'static str> {
-    CLOSES.iter().map(|&(_, reason, _)| reason).chain(["error"])
+    rt.metrics
+        .ws_closes
+        .with_label_values(&[code.label()])
+        .inc();
 }
 
 /// Drains the queue into the socket, one write per batch; pings the client and closes
@@ -132,7 +104,7 @@ async fn write_loop(
             _ = ping.tick() => {
                 let idle = rt.clock_ms().saturating_sub(last_seen.load(Ordering::Relaxed));
                 if idle > idle_timeout.as_millis() as u64 {
-                    Some(Close { code: 1001, reason: "no answer to pings" })
+                    Some(Close::new(Code::GoingAway, "no answer to pings"))
                 } else {
                     batch.push((frame::ping(), 0));
                     None
@@ -156,14 +128,8 @@ async fn write_loop(
             };
             let failed = match socket.write_all_within(bytes, write_timeout).await {
                 Ok(Ok(())) => None,
-                Ok(Err(_)) => Some(Close {
-                    code: 1006,
-                    reason: "connection lost",
-                }),
-                Err(_) => Some(Close {
-                    code: 1013,
-                    reason: "write timed out",
-                }),
+                Ok(Err(_)) => Some(Close::new(Code::Lost, "connection lost")),
+                Err(_) => Some(Close::new(Code::TryAgainLater, "write timed out")),
             };
             if let Some(failed) = failed {
                 let c = close.unwrap_or(failed);
@@ -178,7 +144,7 @@ async fn write_loop(
             }
         }
         if let Some(c) = close {
-            let close_frame = frame::close(c.code, c.reason);
+            let close_frame = frame::close(c.code.number(), c.reason);
             let _ = socket
                 .write_all_within(&close_frame, Duration::from_secs(1))
                 .await;
@@ -187,6 +153,9 @@ async fn write_loop(
         }
     }
 }
+
+/// Bytes a client may still send after the server's close before it is cut off.
+const DISCARD_AFTER_CLOSE: usize = 64 * 1024;
 
 struct Session {
     rt: Arc<Realtime>,
@@ -199,130 +168,49 @@ struct Session {
     last_seen: Arc<AtomicU64>,
 }
 
-/// A reassembled message: fastwebsockets hands out fragments; we cap their total.
-struct Partial {
-    binary: bool,
-    data: Vec<u8>,
-}
-
 impl Session {
-    async fn read_loop(self, mut reader: fastwebsockets::WebSocketRead<ReadHalf>) {
+    async fn read_loop(self, mut reader: Reader<ReadHalf>) {
         let connect_deadline = tokio::time::Instant::now() + self.rt.timing.connect_timeout;
-        let mut partial: Option<Partial> = None;
-        let queue = self.queue.clone();
-        // Pongs and the echo of a client's close, as fastwebsockets requires.
-        let mut obligated = move |f: Frame<'_>| {
-            match f.opcode {
-                OpCode::Close => {
-                    let code = f
-                        .payload
-                        .get(..2)
-                        .map(|b| u16::from_be_bytes([b[0], b[1]]))
-                        .unwrap_or(1000);
-                    // 1002 is what fastwebsockets answers to an invalid close code.
-                    let code = if code == 1002 { 1002 } else { 1000 };
-                    queue.close(Close { code, reason: "" });
-                }
-                OpCode::Pong => {
-                    let _ = queue.push(frame::pong(&f.payload));
-                }
-                _ => {}
-            }
-            std::future::ready(Ok::<(), std::convert::Infallible>(()))
-        };
-        loop {
+        let close = loop {
             let read = if self.conn.get().is_none() {
-                // Racing read_frame is fine here: on timeout the connection is closed.
-                match tokio::time::timeout_at(connect_deadline, reader.read_frame(&mut obligated))
-                    .await
-                {
+                match tokio::time::timeout_at(connect_deadline, reader.next()).await {
                     Ok(r) => r,
-                    Err(_) => {
-                        self.queue.close(Close {
-                            code: 4408,
-                            reason: "no connect within 10 s",
-                        });
-                        return;
-                    }
+                    Err(_) => break Close::new(Code::ConnectTimeout, "no connect within 10 s"),
                 }
             } else {
-                reader.read_frame(&mut obligated).await
+                reader.next().await
             };
-            let frame = match read {
-                Ok(f) => f,
-                Err(e) => {
-                    let code = match e {
-                        WebSocketError::FrameTooLarge => 1009,
-                        WebSocketError::InvalidUTF8 => 1007,
-                        WebSocketError::UnexpectedEOF | WebSocketError::IoError(_) => 1000,
-                        _ => 1002,
-                    };
-                    self.queue.close(Close {
-                        code,
-                        reason: "bad frame",
-                    });
-                    return;
-                }
+            let inbound = match read {
+                Ok(i) => i,
+                Err(ReadError::Violation(v)) => break v.close(),
+                Err(ReadError::Gone) => return,
             };
             self.last_seen.store(self.rt.clock_ms(), Ordering::Relaxed);
-            let (binary, payload): (bool, Vec<u8>) = match frame.opcode {
-                OpCode::Close => return,
-                OpCode::Ping | OpCode::Pong => continue,
-                OpCode::Text | OpCode::Binary if frame.fin => {
-                    if partial.is_some() {
-                        self.queue.close(Close {
-                            code: 1002,
-                            reason: "new message inside a fragmented one",
-                        });
+            match inbound {
+                Inbound::Ping(payload) => {
+                    let _ = self.queue.push(frame::pong(&payload));
+                }
+                Inbound::Pong => {}
+                Inbound::Close(code) => {
+                    // Echoed; the client sends nothing after its close (RFC 6455 §5.5.1).
+                    self.queue.close(Close::new(Code::Echo(code), ""));
+                    return;
+                }
+                Inbound::Message { binary, payload } => {
+                    // Boxed: handling a frame (connect, join, publish) is a deep future,
+                    // and inline it would make every idle connection's task that large
+                    // (~4 KiB).
+                    if let Err(close) = Box::pin(self.handle(&payload, binary)).await {
+                        break close;
+                    }
+                    if self.queue.is_closing() {
                         return;
                     }
-                    (frame.opcode == OpCode::Binary, frame.payload.to_vec())
                 }
-                OpCode::Text | OpCode::Binary => {
-                    partial = Some(Partial {
-                        binary: frame.opcode == OpCode::Binary,
-                        data: frame.payload.to_vec(),
-                    });
-                    continue;
-                }
-                OpCode::Continuation => {
-                    let Some(p) = partial.as_mut() else {
-                        self.queue.close(Close {
-                            code: 1002,
-                            reason: "continuation without a start",
-                        });
-                        return;
-                    };
-                    // Checked before copying: a flood of fragments is refused without
-                    // buffering more than the limit.
-                    if p.data.len() + frame.payload.len() > self.rt.max_frame_bytes() {
-                        self.queue.close(Close {
-                            code: 1009,
-                            reason: "message too large",
-                        });
-                        return;
-                    }
-                    p.data.extend_from_slice(&frame.payload);
-                    if !frame.fin {
-                        continue;
-                    }
-                    let p = partial.take().expect("checked above");
-                    (p.binary, p.data)
-                }
-            };
-            if !binary && std::str::from_utf8(&payload).is_err() {
-                self.queue.close(Close {
-                    code: 1007,
-                    reason: "text frame is not UTF-8",
-                });
-                return;
             }
-            // Boxed: handling a frame (connect, join, publish) is a deep future, and
-            // inline it would make every idle connection's task that large (~4 KiB).
-            if Box::pin(self.handle(&payload, binary)).await.is_err() || self.queue.is_closing() {
-                return;
-            }
-        }
+        };
+        self.queue.close(close);
+        reader.discard(DISCARD_AFTER_CLOSE).await;
     }
 
     fn reply(&self, frame: &ServerFrame) {
@@ -338,8 +226,8 @@ impl Session {
         self.reply(&ServerFrame::error(err, cid));
     }
 
-    /// Handles one client frame. `Err` ends the connection (the close is queued).
-    async fn handle(&self, payload: &[u8], binary: bool) -> Result<(), ()> {
+    /// Handles one client message. `Err` ends the connection with that close.
+    async fn handle(&self, payload: &[u8], binary: bool) -> Result<(), Close> {
         let frame = match codec::decode_client(payload, binary) {
             Ok(f) => f,
             Err(e) => {
@@ -377,11 +265,7 @@ impl Session {
             }
             Verdict::Disconnect => {
                 self.rt.limit_hit("rate");
-                self.queue.close(Close {
-                    code: POLICY,
-                    reason: "rate limit exceeded",
-                });
-                return Err(());
+                return Err(Close::new(Code::Policy, "rate limit exceeded"));
             }
         }
         if let Err(e) = self.command(&conn, frame).await {
@@ -395,7 +279,7 @@ impl Session {
         token: Option<String>,
         user: Option<String>,
         since: Option<chat_protocol::Since>,
-    ) -> Result<(), ()> {
+    ) -> Result<(), Close> {
         let auth = &self.rt.auth;
         let user = match (token, user) {
             (Some(token), _) => auth.verify_token(&token),
@@ -411,11 +295,7 @@ impl Session {
             Ok(u) => u,
             Err(e) => {
                 self.reply_error(&e, None);
-                self.queue.close(Close {
-                    code: POLICY,
-                    reason: "bad or missing credentials",
-                });
-                return Err(());
+                return Err(Close::new(Code::Policy, "bad or missing credentials"));
             }
         };
         if self.rt.is_draining() {
@@ -423,11 +303,10 @@ impl Session {
                 self.encoding,
                 &ServerFrame::Reconnect { after_ms: 0 },
             ));
-            self.queue.close(Close {
-                code: 1012,
-                reason: "server restart: use another replica",
-            });
-            return Err(());
+            return Err(Close::new(
+                Code::Restart,
+                "server restart: use another replica",
+            ));
         }
         let max_conns = self.rt.limits.max_connections_per_user as usize;
         if self.rt.hub.connections_of(&user.id).len() >= max_conns {
@@ -437,11 +316,10 @@ impl Session {
                 format!("at most {max_conns} connections per user on this server"),
             );
             self.reply_error(&err, None);
-            self.queue.close(Close {
-                code: POLICY,
-                reason: "too many connections for this user",
-            });
-            return Err(());
+            return Err(Close::new(
+                Code::Policy,
+                "too many connections for this user",
+            ));
         }
         let conn = Arc::new(Conn::new(
             self.rt.next_conn_id(),
@@ -469,11 +347,7 @@ impl Session {
             .await;
         if let Err(e) = result {
             self.reply_error(&e, None);
-            self.queue.close(Close {
-                code: 1011,
-                reason: "personal channel unavailable",
-            });
-            return Err(());
+            return Err(Close::new(Code::Internal, "personal channel unavailable"));
         }
         *self.user.lock() = Some(user);
         Ok(())

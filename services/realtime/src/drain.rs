@@ -11,12 +11,9 @@ use rand::Rng;
 use rand::seq::SliceRandom;
 
 use crate::Realtime;
-use crate::send_queue::Close;
+use crate::close::{Close, Code};
 
-const RESTART: Close = Close {
-    code: 1012,
-    reason: "server restart: reconnect with since",
-};
+const RESTART: Close = Close::new(Code::Restart, "server restart: reconnect with since");
 
 /// Moves every client away within `rt.drain_window`; returns when they are gone or the
 /// window is over.

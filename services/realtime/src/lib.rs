@@ -5,6 +5,8 @@
 //! - [`recovery`]: a channel's continuity: holes in the bus and new epochs repaired
 //!   from history, or reported (`joined` with `recovered: false`).
 //! - [`connection`]: one connection's reader (frames → commands) and writer (batched).
+//! - [`reader`]: client frames checked against RFC 6455 and reassembled; [`close`]: the
+//!   close codes and their metric labels; [`handshake`]: the upgrade request's checks.
 //! - [`send_queue`]: a connection's bounded queue of ready-to-write frames.
 //! - [`frame`]: server frames, WebSocket-framed once and shared by every recipient.
 //! - [`trace`]: spans of sends and deliveries (one trace per message), delivery latency.
@@ -12,11 +14,14 @@
 //! [`run`] serves `/ws` (and the ops routes) until the shutdown future resolves; the
 //! all-in-one `chat` mounts [`router`] beside the gateway's routes instead.
 
+pub mod close;
 pub mod connection;
 pub mod drain;
 pub mod frame;
+pub mod handshake;
 pub mod hub;
 pub mod rate;
+pub mod reader;
 pub mod recovery;
 pub mod send_queue;
 pub mod socket;
@@ -29,9 +34,9 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::any;
 use chat_auth::{Auth, AuthConfig, LimitsConfig};
 use chat_engine::{BusHandler, Engine, EngineConfig};
 use chat_protocol::http::{ErrorBody, ErrorDetail};
@@ -132,7 +137,7 @@ impl Realtime {
         options: Options,
     ) -> Result<Arc<Realtime>, chat_engine::EngineError> {
         let limits = options.limits;
-        for reason in connection::close_reasons() {
+        for reason in close::labels() {
             metrics.ws_closes.with_label_values(&[reason]);
         }
         let hub = Hub::new(
@@ -271,9 +276,9 @@ async fn refresh_presence(hub: std::sync::Weak<Hub>, every: Duration) {
     }
 }
 
-/// `GET /ws`.
+/// `GET /ws`; any other method gets 405 with the JSON error body.
 pub fn router(rt: Arc<Realtime>) -> Router {
-    Router::new().route("/ws", get(upgrade)).with_state(rt)
+    Router::new().route("/ws", any(upgrade)).with_state(rt)
 }
 
 /// The peer's IP, when the server was started with connect info.
@@ -307,11 +312,25 @@ fn refuse(code: ErrorCode, message: &str) -> Response {
     (status, axum::Json(body)).into_response()
 }
 
+/// A request that is no valid WebSocket handshake: `bad_request`, with the status and
+/// headers RFC 6455 asks for.
+fn refuse_handshake(refusal: handshake::Refusal) -> Response {
+    let mut response = refuse(ErrorCode::BadRequest, refusal.message());
+    *response.status_mut() = refusal.status();
+    for (name, value) in refusal.headers() {
+        response
+            .headers_mut()
+            .insert(name.clone(), HeaderValue::from_static(value));
+    }
+    response
+}
+
 async fn upgrade(
     State(rt): State<Arc<Realtime>>,
     PeerIp(ip): PeerIp,
+    method: Method,
     headers: HeaderMap,
-    incoming: IncomingUpgrade,
+    incoming: Result<IncomingUpgrade, StatusCode>,
 ) -> Response {
     if rt.is_draining() {
         return refuse(
@@ -319,6 +338,13 @@ async fn upgrade(
             "draining: connect to another replica",
         );
     }
+    if let Err(refusal) = handshake::check(&method, &headers) {
+        return refuse_handshake(refusal);
+    }
+    // The headers were checked: only a connection hyper cannot upgrade is left.
+    let Ok(incoming) = incoming else {
+        return refuse_handshake(handshake::Refusal::NotUpgradable);
+    };
     let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
     let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
     // A page served by this very host (the web client of `chat`) is always allowed.
@@ -361,7 +387,7 @@ async fn upgrade(
     let (encoding, subprotocol) = Encoding::negotiate(offer);
     let (mut response, fut) = match incoming.upgrade() {
         Ok(r) => r,
-        Err(e) => return (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+        Err(e) => return refuse(ErrorCode::BadRequest, &e.to_string()),
     };
     if let Some(p) = subprotocol {
         response

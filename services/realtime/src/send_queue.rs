@@ -9,17 +9,13 @@ use bytes::Bytes;
 use parking_lot::{Mutex, MutexGuard};
 use tokio::sync::Notify;
 
-/// Why the writer must close the connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Close {
-    pub code: u16,
-    pub reason: &'static str,
-}
+pub use crate::close::Close;
+use crate::close::Code;
 
-pub const SLOW_CONSUMER: Close = Close {
-    code: 1013,
-    reason: "slow consumer: reconnect and recover with since",
-};
+pub const SLOW_CONSUMER: Close = Close::new(
+    Code::TryAgainLater,
+    "slow consumer: reconnect and recover with since",
+);
 
 /// A frame, and the publish time (µs since the epoch) of the message it carries, 0 for
 /// other frames: the writer turns it into the delivery latency once written.
@@ -208,12 +204,9 @@ mod tests {
     async fn close_keeps_frames_queued_before_it() {
         let q = SendQueue::new(10);
         q.push(Bytes::from_static(b"bye")).unwrap();
-        q.close(Close {
-            code: 1012,
-            reason: "restart",
-        });
+        q.close(Close::new(Code::Restart, "restart"));
         let mut out = Vec::new();
-        assert_eq!(q.next(&mut out).await.map(|c| c.code), Some(1012));
+        assert_eq!(q.next(&mut out).await.map(|c| c.code), Some(Code::Restart));
         assert_eq!(out.len(), 1);
     }
 
@@ -237,10 +230,7 @@ mod tests {
         assert_eq!(got, (0..20).collect::<Vec<u8>>(), "in order");
         // A frame larger than the bound goes in alone; a closed queue refuses.
         q.push_paced(Bytes::from(vec![0; 50]), 0).await.unwrap();
-        q.close(Close {
-            code: 1000,
-            reason: "",
-        });
+        q.close(Close::new(Code::Echo(1000), ""));
         assert_eq!(
             q.push_paced(Bytes::from_static(b"x"), 0).await,
             Err(Closing)
