@@ -20,9 +20,9 @@ async fn main() -> std::io::Result<()> {
         .unwrap_or_else(|chat::StartError::Config { setting, message }| {
             config_error(setting, &message)
         });
-    let listener = tokio::net::TcpListener::bind(config.addr).await?;
+    let listener = chat_telemetry::listen(config.addr, "CHAT_ADDR").await;
     let internal = match config.telemetry.internal_addr {
-        Some(addr) => Some(tokio::net::TcpListener::bind(addr).await?),
+        Some(addr) => Some(chat_telemetry::listen(addr, "CHAT_INTERNAL_ADDR").await),
         None => None,
     };
     let engine = chat.gateway.engine.kind();

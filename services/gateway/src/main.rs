@@ -30,9 +30,9 @@ async fn main() -> std::io::Result<()> {
         &config.limits,
         Arc::new(Metrics::new()),
     );
-    let listener = tokio::net::TcpListener::bind(config.gateway_addr).await?;
+    let listener = chat_telemetry::listen(config.gateway_addr, "CHAT_GATEWAY_ADDR").await;
     let internal = match config.telemetry.internal_addr {
-        Some(addr) => Some(tokio::net::TcpListener::bind(addr).await?),
+        Some(addr) => Some(chat_telemetry::listen(addr, "CHAT_INTERNAL_ADDR").await),
         None => None,
     };
     tracing::info!(addr = %listener.local_addr()?, "chat-gateway listening");

@@ -32,9 +32,9 @@ async fn main() -> std::io::Result<()> {
     let rt = Realtime::start(engine, Arc::new(auth), Arc::new(Metrics::new()), options)
         .await
         .unwrap_or_else(|e| config_error("CHAT_REDIS_URL", &e.to_string()));
-    let listener = tokio::net::TcpListener::bind(config.realtime_addr).await?;
+    let listener = chat_telemetry::listen(config.realtime_addr, "CHAT_REALTIME_ADDR").await;
     let internal = match config.telemetry.internal_addr {
-        Some(addr) => Some(tokio::net::TcpListener::bind(addr).await?),
+        Some(addr) => Some(chat_telemetry::listen(addr, "CHAT_INTERNAL_ADDR").await),
         None => None,
     };
     tracing::info!(addr = %listener.local_addr()?, "chat-realtime listening on /ws");

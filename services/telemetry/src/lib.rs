@@ -100,6 +100,22 @@ fn env_name<C: clap::CommandFactory>(e: &clap::Error) -> Option<String> {
         .map(|v| v.to_string_lossy().into_owned())
 }
 
+/// Binds `addr` for the setting that names it, or stops the process with one line
+/// that says which address, which setting, and what to do (exit 64): a port in use
+/// must not end in `Os { code: 98, .. }`.
+pub async fn listen(addr: SocketAddr, setting: &str) -> tokio::net::TcpListener {
+    match tokio::net::TcpListener::bind(addr).await {
+        Ok(listener) => listener,
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => config_error(
+            setting,
+            &format!(
+                "{addr} is already in use (another process, or this one still draining): stop it or set {setting} to a free address"
+            ),
+        ),
+        Err(e) => config_error(setting, &format!("cannot listen on {addr}: {e}")),
+    }
+}
+
 /// Stops the process for a setting that parsed but cannot work.
 pub fn config_error(setting: &str, message: &str) -> ! {
     eprintln!("error: invalid configuration {setting}: {message}");
