@@ -92,6 +92,20 @@ pub async fn serve(
     edge: Edge,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    serve_draining(listener, app, edge, shutdown, async {}).await
+}
+
+/// Like [`serve`], for a server that drains: when `stop` resolves the listener is
+/// closed at once (a restarted process can bind the address while this one still
+/// hands its clients over), then `drained` is awaited, then in-flight requests finish.
+pub async fn serve_draining(
+    listener: TcpListener,
+    app: Router,
+    edge: Edge,
+    stop: impl Future<Output = ()> + Send + 'static,
+    drained: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let shutdown = stop;
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -161,6 +175,7 @@ pub async fn serve(
         }));
     }
     drop(listener);
+    drained.await;
     graceful.shutdown().await;
     Ok(())
 }
