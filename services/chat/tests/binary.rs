@@ -163,3 +163,57 @@ async fn an_unreachable_redis_is_logged_at_once_without_its_password_and_so_is_i
     common::wait_status(&format!("http://127.0.0.1:{port}/readyz"), 200).await;
     child.kill().await.unwrap();
 }
+
+#[test]
+fn a_port_in_use_is_one_line_naming_the_address_and_the_setting() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let out = Command::new(BIN)
+        .env_clear()
+        .env("CHAT_ADDR", addr.to_string())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    let line = errors[0];
+    for says in ["CHAT_ADDR", &addr.to_string(), "already in use"] {
+        assert!(line.contains(says), "{line} should say {says}");
+    }
+}
+
+#[tokio::test]
+async fn a_draining_chat_lets_go_of_its_port_at_once() {
+    let port = free_port();
+    let mut child = tokio::process::Command::new(BIN)
+        .env_clear()
+        .env("CHAT_ADDR", format!("127.0.0.1:{port}"))
+        .env("CHAT_DRAIN_SECS", "6")
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    common::wait_status(&format!("http://127.0.0.1:{port}/readyz"), 200).await;
+    let url = format!("ws://127.0.0.1:{port}/ws");
+    let (mut first, _) = WsClient::connect_as(&url, "ann", false).await;
+    let (_second, _) = WsClient::connect_as(&url, "ben", false).await;
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().unwrap().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // The drain has started once a client is told to reconnect.
+    first
+        .recv_until(|f| matches!(f, ServerFrame::Reconnect { .. }))
+        .await;
+    assert!(child.try_wait().unwrap().is_none(), "still draining");
+    let again = std::net::TcpListener::bind(("127.0.0.1", port));
+    assert!(
+        again.is_ok(),
+        "the port is free while the old chat drains: {again:?}"
+    );
+    drop(again);
+    let exit = child.wait().await.unwrap();
+    assert_eq!(exit.code(), Some(0), "a drained chat exits 0");
+}
