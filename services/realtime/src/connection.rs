@@ -144,10 +144,13 @@ async fn write_loop(
             }
         }
         if let Some(c) = close {
-            let close_frame = frame::close(c.code.number(), c.reason);
-            let _ = socket
-                .write_all_within(&close_frame, Duration::from_secs(1))
-                .await;
+            // 1006 is never sent: it names a connection that ended without a close.
+            if c.code != Code::Lost {
+                let close_frame = frame::close(c.code.number(), c.reason);
+                let _ = socket
+                    .write_all_within(&close_frame, Duration::from_secs(1))
+                    .await;
+            }
             socket.shutdown_write();
             return Some(c);
         }
@@ -183,7 +186,12 @@ impl Session {
             let inbound = match read {
                 Ok(i) => i,
                 Err(ReadError::Violation(v)) => break v.close(),
-                Err(ReadError::Gone) => return,
+                Err(ReadError::Gone) => {
+                    // The client went away without a close: the writer stops now, not
+                    // at the ping timeout, so its memberships and presence end with it.
+                    self.queue.close(Close::new(Code::Lost, "connection lost"));
+                    return;
+                }
             };
             self.last_seen.store(self.rt.clock_ms(), Ordering::Relaxed);
             match inbound {
