@@ -5,7 +5,7 @@
 # interactive prompt) or tools this machine lacks (Docker, Kubernetes) are named as
 # not run. Prints `readme: N passed, M failed`.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 2
 
 passed=0 failed=0
 pass() { echo "ok: $1"; passed=$((passed + 1)); }
@@ -45,6 +45,7 @@ wait_ready() { # url, pid: until the URL answers, as long as the process lives (
 }
 
 # 1. The first command, then the walk-through's curl block against it.
+# shellcheck disable=SC2016 # the backticks are the fence being matched
 first=$(sed -n '/^```sh$/,/^```$/p' README.md | sed -n 2p | sed 's/ *#.*//')
 [ "$first" = "cargo run --release" ] || fail "the README's first command is '$first', not what this script runs"
 echo "== $first"
@@ -61,8 +62,11 @@ if wait_ready http://localhost:8080/readyz "$chat"; then
   else
     fail "walk-through curl block: $out"
   fi
-  page=$(curl -sf http://localhost:8080/) && grep -q "<html" <<<"$page" \
-    && pass "web client at http://localhost:8080" || fail "GET / did not serve the web client"
+  if page=$(curl -sf http://localhost:8080/) && grep -q "<html" <<<"$page"; then
+    pass "web client at http://localhost:8080"
+  else
+    fail "GET / did not serve the web client"
+  fi
 else
   fail "$first never became ready: $(tail -5 "$work/chat.log")"
 fi
