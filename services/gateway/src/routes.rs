@@ -86,10 +86,18 @@ fn path_of<T>(path: std::result::Result<Path<T>, PathRejection>) -> Result<T> {
         .map_err(|e| ApiError::new(ErrorCode::BadRequest, e.body_text()))
 }
 
+/// A query string that does not parse, said in the API's words rather than serde's.
 fn query_of<T>(query: std::result::Result<Query<T>, QueryRejection>) -> Result<T> {
-    query
-        .map(|Query(q)| q)
-        .map_err(|e| ApiError::new(ErrorCode::BadRequest, e.body_text()))
+    query.map(|Query(q)| q).map_err(|e| {
+        let text = e.body_text();
+        let why = text
+            .strip_prefix("Failed to deserialize query string: ")
+            .unwrap_or(&text);
+        ApiError::new(
+            ErrorCode::BadRequest,
+            format!("bad query string ({why}): use ?since=SEQ or ?before=SEQ, and limit=1..1000"),
+        )
+    })
 }
 
 fn body_of<T>(body: Result<Body<T>>) -> Result<T> {
@@ -245,9 +253,18 @@ async fn chat_send(
     let req = body_of(body)?;
     validate_user(&req.sender)?;
     let channel = Channel::parse(&req.receiver)?;
-    if let Some(principal) = &principal {
-        publisher(principal, Some(&req.sender))?;
-        check_access(principal, &channel)?;
+    match &principal {
+        Some(principal) => {
+            publisher(principal, Some(&req.sender))?;
+            check_access(principal, &channel)?;
+        }
+        // Unauthenticated in dev mode, the sender may post where its dev-mode WebSocket
+        // may join: no `private-*` room (direct messages go to anyone).
+        None if matches!(channel, Channel::Room(_)) => check_access(
+            &Principal::User(chat_auth::User::named(&req.sender)),
+            &channel,
+        )?,
+        None => {}
     }
     match req.event {
         ChatSendEvent::Message => {
@@ -491,6 +508,19 @@ async fn dev_token(
 pub struct ApiDoc;
 
 /// The document with this server's limits (the text limit is a setting).
-async fn openapi(State(gw): State<Arc<Gateway>>) -> impl IntoResponse {
-    axum::Json(crate::openapi::document(gw.max_message_bytes))
+async fn openapi(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> impl IntoResponse {
+    let mut doc = crate::openapi::document(gw.max_message_bytes);
+    // The server the document came from, so a Postman import needs no base URL by hand.
+    if let Some(host) = headers
+        .get(axum::http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+    {
+        let scheme = headers
+            .get("x-forwarded-proto")
+            .and_then(|h| h.to_str().ok())
+            .filter(|p| *p == "https")
+            .unwrap_or("http");
+        doc["servers"] = serde_json::json!([{"url": format!("{scheme}://{host}"), "description": "the server this document was read from"}]);
+    }
+    axum::Json(doc)
 }

@@ -1,0 +1,70 @@
+//! What a newcomer meets in the first minutes with curl and Postman: answers that say
+//! what to do, the same room rules over HTTP as over the WebSocket, an OpenAPI document
+//! that imports with its base URL.
+
+mod common;
+
+use common::{Topology, dev_token, http};
+use serde_json::{Value, json};
+
+#[tokio::test]
+async fn dev_mode_chat_send_keeps_private_rooms_private_as_the_websocket_does() {
+    let t = Topology::all_in_one().await;
+    let send = |receiver: &'static str| {
+        let url = t.http_url(0, "/chat/send");
+        async move {
+            let r = http()
+                .post(url)
+                .json(&json!({"sender": "alice", "receiver": receiver, "text": "hi"}))
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.unwrap_or_default())
+        }
+    };
+    let (status, body) = send("private-board").await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["error"]["code"], "forbidden");
+    assert_eq!(send("general").await.0, 201);
+    assert_eq!(send("@bob").await.0, 201, "direct messages go to anyone");
+}
+
+#[tokio::test]
+async fn a_bad_query_string_is_said_in_the_apis_words() {
+    let t = Topology::all_in_one().await;
+    let token = dev_token(&t.http_url(0, ""), "alice").await;
+    let r = http()
+        .get(t.http_url(0, "/v1/rooms/general/messages?limit=abc"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let body: Value = r.json().await.unwrap();
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(!message.contains("Failed to deserialize"), "{message}");
+    assert!(
+        message.contains("limit") && message.contains("?since=SEQ"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn the_openapi_document_names_the_server_it_came_from() {
+    let t = Topology::all_in_one().await;
+    let doc: Value = http()
+        .get(t.http_url(0, "/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        doc["servers"][0]["url"],
+        t.http_url(0, ""),
+        "{:#}",
+        doc["servers"]
+    );
+}
