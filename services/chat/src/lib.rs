@@ -124,28 +124,12 @@ pub async fn run(
     let timeout = chat.realtime.limits.handshake_timeout();
     let app = chat_telemetry::with_ops(chat.router(), chat.ops(), internal, timeout);
     let edge = chat_realtime::edge(&chat.realtime);
-    // The listener closes when the drain starts: a restarted `chat` can bind the port
-    // while this one still hands its clients over.
-    let (stop, stopped) = tokio::sync::oneshot::channel();
     let drain = {
         let (gateway, realtime) = (chat.gateway.clone(), chat.realtime.clone());
-        tokio::spawn(async move {
-            shutdown.await;
-            let _ = stop.send(());
+        async move {
             gateway.start_draining();
             chat_realtime::drain::drain(&realtime).await;
-        })
+        }
     };
-    chat_telemetry::serve::serve_draining(
-        listener,
-        app,
-        edge,
-        async move {
-            let _ = stopped.await;
-        },
-        async move {
-            let _ = drain.await;
-        },
-    )
-    .await
+    chat_telemetry::serve::serve_draining(listener, app, edge, shutdown, drain).await
 }

@@ -1,6 +1,6 @@
 //! What a newcomer meets in the first minutes with curl and Postman: answers that say
-//! what to do, the same room rules over HTTP as over the WebSocket, an OpenAPI document
-//! that imports with its base URL.
+//! what to do, and the same room rules over HTTP as over the WebSocket (the OpenAPI
+//! document's base URL is checked in spine.rs).
 
 mod common;
 
@@ -47,24 +47,5 @@ async fn a_bad_query_string_is_said_in_the_apis_words() {
     assert!(
         message.contains("limit") && message.contains("?since=SEQ"),
         "{message}"
-    );
-}
-
-#[tokio::test]
-async fn the_openapi_document_names_the_server_it_came_from() {
-    let t = Topology::all_in_one().await;
-    let doc: Value = http()
-        .get(t.http_url(0, "/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(
-        doc["servers"][0]["url"],
-        t.http_url(0, ""),
-        "{:#}",
-        doc["servers"]
     );
 }

@@ -502,14 +502,7 @@ async fn the_openapi_document_states_the_limits_and_its_extremes_are_accepted() 
     common::set_dev_mode(true);
     let addr = common::spawn_chat(None).await;
     let base = format!("http://{addr}");
-    let doc: serde_json::Value = common::http()
-        .get(format!("{base}/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc = common::get_json(&format!("{base}/openapi.json")).await;
     let schemas = &doc["components"]["schemas"];
     let text = &schemas["PublishRequest"]["properties"]["text"]["anyOf"];
     assert_eq!(text[0]["maxLength"], 4096, "ASCII up to the byte limit");

@@ -687,15 +687,15 @@ async fn killed_command_connections_come_back_at_once() {
 #[tokio::test]
 async fn the_openapi_document_lists_every_route() {
     let t = Topology::all_in_one().await;
-    let doc: Value = http()
-        .get(t.http_url(0, "/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc = common::get_json(&t.http_url(0, "/openapi.json")).await;
     assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
+    // The server it came from, so a Postman import needs no base URL by hand.
+    assert_eq!(
+        doc["servers"][0]["url"],
+        t.http_url(0, ""),
+        "{:#}",
+        doc["servers"]
+    );
     for path in [
         "/chat/send",
         "/v1/rooms/{room}/messages",

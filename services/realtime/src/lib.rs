@@ -426,27 +426,9 @@ pub async fn run(
     let timeout = rt.limits.handshake_timeout();
     let app = chat_telemetry::with_ops(router(rt.clone()), ops(&rt), internal, timeout);
     let edge = edge(&rt);
-    // The listener closes when the drain starts: a restarted replica can bind the port
-    // while this one still hands its clients over.
-    let (stop, stopped) = tokio::sync::oneshot::channel();
     let drain = {
         let rt = rt.clone();
-        tokio::spawn(async move {
-            shutdown.await;
-            let _ = stop.send(());
-            drain::drain(&rt).await;
-        })
+        async move { drain::drain(&rt).await }
     };
-    chat_telemetry::serve::serve_draining(
-        listener,
-        app,
-        edge,
-        async move {
-            let _ = stopped.await;
-        },
-        async move {
-            let _ = drain.await;
-        },
-    )
-    .await
+    chat_telemetry::serve::serve_draining(listener, app, edge, shutdown, drain).await
 }

@@ -92,13 +92,36 @@ pub async fn serve(
     edge: Edge,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    serve_draining(listener, app, edge, shutdown, async {}).await
+    serve_until(listener, app, edge, shutdown, async {}).await
 }
 
-/// Like [`serve`], for a server that drains: when `stop` resolves the listener is
+/// Like [`serve`], for a server that drains: when `shutdown` resolves the listener is
 /// closed at once (a restarted process can bind the address while this one still
-/// hands its clients over), then `drained` is awaited, then in-flight requests finish.
+/// hands its clients over), then `drain` runs, then in-flight requests finish.
 pub async fn serve_draining(
+    listener: TcpListener,
+    app: Router,
+    edge: Edge,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    drain: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let (stop, stopped) = tokio::sync::oneshot::channel();
+    let drain = tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop.send(());
+        drain.await;
+    });
+    let stopped = async move {
+        let _ = stopped.await;
+    };
+    let drained = async move {
+        let _ = drain.await;
+    };
+    serve_until(listener, app, edge, stopped, drained).await
+}
+
+/// Accepts until `stop`, closes the listener, awaits `drained`, lets requests finish.
+async fn serve_until(
     listener: TcpListener,
     app: Router,
     edge: Edge,

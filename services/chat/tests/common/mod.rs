@@ -187,6 +187,11 @@ pub fn http() -> reqwest::Client {
         .unwrap()
 }
 
+/// `GET url`, its body as JSON.
+pub async fn get_json(url: &str) -> serde_json::Value {
+    http().get(url).send().await.unwrap().json().await.unwrap()
+}
+
 /// A dev-mode user token from the server at `base` (`http://host:port`).
 pub async fn dev_token(base: &str, user: &str) -> String {
     let v: serde_json::Value = http()
