@@ -49,3 +49,48 @@ async fn a_bad_query_string_is_said_in_the_apis_words() {
         "{message}"
     );
 }
+
+/// `event: join` moves live connections; for a sender with none, a 202 would say
+/// something happened when nothing did.
+async fn chat_send_join_says_when_the_sender_has_no_connection(t: &Topology) {
+    let join = |sender: &'static str| {
+        let url = t.http_url(0, "/chat/send");
+        async move {
+            let r = http()
+                .post(url)
+                .bearer_auth(common::API_KEY)
+                .json(&json!({"sender": sender, "receiver": "standup", "event": "join"}))
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.unwrap_or_default())
+        }
+    };
+    let (status, body) = join("ghost").await;
+    assert_eq!(status, 404, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no live connection")
+    );
+    let (mut ann, _) = chat_testkit::WsClient::connect_as(&t.ws_url(1), "ann", false).await;
+    assert_eq!(join("ann").await.0, 202);
+    ann.recv_until(
+        |f| matches!(f, chat_protocol::ServerFrame::Joined { room, .. } if room == "standup"),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn all_in_one_chat_send_join_says_when_the_sender_has_no_connection() {
+    chat_send_join_says_when_the_sender_has_no_connection(&Topology::all_in_one().await).await;
+}
+
+#[tokio::test]
+async fn split_chat_send_join_says_when_the_sender_has_no_connection() {
+    let redis = chat_testkit::RedisServer::start();
+    chat_send_join_says_when_the_sender_has_no_connection(&Topology::split(&redis.url()).await)
+        .await;
+}

@@ -211,6 +211,12 @@ impl Engine {
         dispatch!(self, e => e.presence_sweep(room).await)
     }
 
+    /// Whether `user` has a live connection on some replica: its personal channel
+    /// `@user` is subscribed exactly while it has one.
+    pub async fn is_connected(&self, user: &str) -> Result<bool> {
+        dispatch!(self, e => e.is_subscribed(&format!("@{user}")).await)
+    }
+
     /// The users online in a room, sorted.
     pub async fn presence(&self, room: &str) -> Result<Vec<String>> {
         dispatch!(self, e => e.presence(room).await)

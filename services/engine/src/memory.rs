@@ -161,6 +161,10 @@ impl MemoryEngine {
         Ok(())
     }
 
+    pub async fn is_subscribed(&self, channel: &str) -> Result<bool> {
+        Ok(self.subscribed.read().contains(channel))
+    }
+
     pub async fn unsubscribe(&self, channel: &str) -> Result<()> {
         self.subscribed.write().remove(channel);
         Ok(())

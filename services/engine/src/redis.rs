@@ -510,6 +510,19 @@ impl RedisEngine {
         result
     }
 
+    /// Whether any replica subscribes `channel` now (`PUBSUB NUMSUB`).
+    pub async fn is_subscribed(&self, channel: &str) -> Result<bool> {
+        let mut con = self.cmd.clone();
+        let (_, count): (String, u64) = timed(
+            redis::cmd("PUBSUB")
+                .arg("NUMSUB")
+                .arg(self.bus_channel(channel))
+                .query_async(&mut con),
+        )
+        .await?;
+        Ok(count > 0)
+    }
+
     pub async fn unsubscribe(&self, channel: &str) -> Result<()> {
         let name = self.bus_channel(channel);
         self.wanted.lock().remove(&name);

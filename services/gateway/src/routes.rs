@@ -235,6 +235,7 @@ const UNCONFIRMED: &str = "unavailable: the store could not confirm the publish.
         (status = 201, description = "message stored and published", body = PublishResponse),
         (status = 202, description = "join/leave sent to the sender's connections"),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 404, description = "join/leave: the sender has no live connection", body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 413, body = ErrorBody),
         (status = 503, description = UNCONFIRMED, body = ErrorBody),
     ))]
@@ -278,6 +279,17 @@ async fn chat_send(
                     "join and leave take a room",
                 ));
             };
+            // A 202 for a sender with no connection would tell the caller something
+            // happened when nothing did.
+            if !gw.engine.is_connected(&req.sender).await? {
+                return Err(ApiError::new(
+                    ErrorCode::NotFound,
+                    format!(
+                        "{} has no live connection: nothing to move (connect a WebSocket as {} first)",
+                        req.sender, req.sender
+                    ),
+                ));
+            }
             let control = if event == ChatSendEvent::Join {
                 Control::Join {
                     user: req.sender,
