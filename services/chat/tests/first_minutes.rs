@@ -94,3 +94,30 @@ async fn split_chat_send_join_says_when_the_sender_has_no_connection() {
     chat_send_join_says_when_the_sender_has_no_connection(&Topology::split(&redis.url()).await)
         .await;
 }
+
+#[tokio::test]
+async fn every_answer_carries_a_request_id_the_callers_own_when_it_is_sane() {
+    let t = Topology::all_in_one().await;
+    let get = |id: Option<&'static str>| {
+        let url = t.http_url(0, "/v1/rooms/general/messages");
+        async move {
+            let mut req = http().get(url);
+            if let Some(id) = id {
+                req = req.header("x-request-id", id);
+            }
+            let r = req.send().await.unwrap();
+            assert_eq!(r.status(), 401, "an error answer carries it too");
+            r.headers()
+                .get("x-request-id")
+                .map(|v| v.to_str().unwrap().to_owned())
+        }
+    };
+    assert_eq!(get(Some("abc-123")).await.as_deref(), Some("abc-123"));
+    let fresh = get(None)
+        .await
+        .expect("a request id is made when none is given");
+    assert!(!fresh.is_empty());
+    let replaced = get(Some("no spaces, please")).await.unwrap();
+    assert_ne!(replaced, "no spaces, please");
+    assert_ne!(get(None).await.unwrap(), fresh, "each request its own");
+}

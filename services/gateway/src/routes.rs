@@ -46,8 +46,12 @@ pub fn router(gw: Arc<Gateway>) -> Router {
                     .map(|m| m.as_str().to_owned())
                     .unwrap_or_else(|| "unmatched".into());
                 let span = chat_telemetry::trace::http_span(req.method(), &route, req.headers());
+                let request_id = request_id(req.headers());
                 let start = Instant::now();
-                let response = next.run(req).instrument(span.clone()).await;
+                let mut response = next.run(req).instrument(span.clone()).await;
+                if let Ok(value) = header::HeaderValue::from_str(&request_id) {
+                    response.headers_mut().insert(REQUEST_ID, value);
+                }
                 span.record("http.response.status_code", response.status().as_u16());
                 metrics
                     .http_requests
@@ -65,6 +69,25 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         }))
         .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such route") })
         .with_state(gw)
+}
+
+const REQUEST_ID: header::HeaderName = header::HeaderName::from_static("x-request-id");
+
+/// The caller's `X-Request-Id` when it is a sane one (1 to 128 of `A-Z a-z 0-9 . _ : -`),
+/// else a new one: every answer carries it, so a caller can quote it in a report.
+fn request_id(headers: &HeaderMap) -> String {
+    let given = headers.get(&REQUEST_ID).and_then(|v| v.to_str().ok());
+    match given {
+        Some(id)
+            if (1..=128).contains(&id.len())
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b)) =>
+        {
+            id.to_owned()
+        }
+        _ => chat_engine::epoch::new_epoch(),
+    }
 }
 
 fn authorization(headers: &HeaderMap) -> Option<&str> {
