@@ -504,14 +504,15 @@ impl Hub {
         let Some(members) = self.channels.read().get(&msg.room).cloned() else {
             return;
         };
-        let channel = msg.room.clone();
         let mut m = members.lock();
         let (now, repair) = m.sync.live(msg);
         if let Some(msg) = now {
             self.deliver(&mut m, &msg, published_us);
         }
-        drop(m);
+        // The channel's name is copied only for a repair: never per live message.
         if let Some(from) = repair {
+            let channel = m.sync.held_channel().unwrap_or_default().to_owned();
+            drop(m);
             self.repair(channel, from);
         }
     }
