@@ -11,17 +11,11 @@ use serde_json::{Value, json};
 async fn dev_mode_chat_send_keeps_private_rooms_private_as_the_websocket_does() {
     let t = Topology::all_in_one().await;
     let send = |receiver: &'static str| {
-        let url = t.http_url(0, "/chat/send");
-        async move {
-            let r = http()
-                .post(url)
-                .json(&json!({"sender": "alice", "receiver": receiver, "text": "hi"}))
-                .send()
-                .await
-                .unwrap();
-            let status = r.status().as_u16();
-            (status, r.json::<Value>().await.unwrap_or_default())
-        }
+        let (url, body) = (
+            t.http_url(0, "/chat/send"),
+            json!({"sender": "alice", "receiver": receiver, "text": "hi"}),
+        );
+        async move { common::post_json(&url, None, body).await }
     };
     let (status, body) = send("private-board").await;
     assert_eq!(status, 403, "{body}");
@@ -54,18 +48,11 @@ async fn a_bad_query_string_is_said_in_the_apis_words() {
 /// something happened when nothing did.
 async fn chat_send_join_says_when_the_sender_has_no_connection(t: &Topology) {
     let join = |sender: &'static str| {
-        let url = t.http_url(0, "/chat/send");
-        async move {
-            let r = http()
-                .post(url)
-                .bearer_auth(common::API_KEY)
-                .json(&json!({"sender": sender, "receiver": "standup", "event": "join"}))
-                .send()
-                .await
-                .unwrap();
-            let status = r.status().as_u16();
-            (status, r.json::<Value>().await.unwrap_or_default())
-        }
+        let (url, body) = (
+            t.http_url(0, "/chat/send"),
+            json!({"sender": sender, "receiver": "standup", "event": "join"}),
+        );
+        async move { common::post_json(&url, Some(common::API_KEY), body).await }
     };
     let (status, body) = join("ghost").await;
     assert_eq!(status, 404, "{body}");

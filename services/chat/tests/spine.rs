@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use chat_protocol::{ClientFrame, ErrorCode, Message, ServerFrame};
 use chat_testkit::{Closed, RedisServer, WsClient};
-use common::{API_KEY, Topology, http, metrics_of, post_text, sample};
+use common::{API_KEY, Topology, http, metrics_of, post_json as post, post_text, sample};
 use serde_json::{Value, json};
 
 fn message(f: ServerFrame) -> Message {
@@ -20,17 +20,6 @@ fn message(f: ServerFrame) -> Message {
 
 async fn next_message(c: &mut WsClient) -> Message {
     message(c.recv_until(|f| matches!(f, ServerFrame::Message(_))).await)
-}
-
-async fn post(url: &str, auth: Option<&str>, body: Value) -> (u16, Value) {
-    let mut req = http().post(url).json(&body);
-    if let Some(a) = auth {
-        req = req.bearer_auth(a);
-    }
-    let r = req.send().await.unwrap();
-    let status = r.status().as_u16();
-    let text = r.text().await.unwrap();
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
 /// Clients on both replicas receive, in one seq order with no gap, every message

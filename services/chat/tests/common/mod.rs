@@ -187,6 +187,23 @@ pub fn http() -> reqwest::Client {
         .unwrap()
 }
 
+/// `POST url` with a JSON body, as `auth` (a bearer token or API key) when given; the
+/// status and the JSON answer (`Null` when it has none).
+pub async fn post_json(
+    url: &str,
+    auth: Option<&str>,
+    body: serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let mut req = http().post(url).json(&body);
+    if let Some(a) = auth {
+        req = req.bearer_auth(a);
+    }
+    let r = req.send().await.unwrap();
+    let status = r.status().as_u16();
+    let text = r.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or_default())
+}
+
 /// `GET url`, its body as JSON.
 pub async fn get_json(url: &str) -> serde_json::Value {
     http().get(url).send().await.unwrap().json().await.unwrap()
