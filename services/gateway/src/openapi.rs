@@ -192,6 +192,11 @@ pub fn document(max_text_bytes: usize) -> Value {
                 .entry("413")
                 .or_insert_with(|| error_response(describe("413")));
         }
+        for answer in responses.values_mut() {
+            answer["headers"]["X-Request-Id"] = json!({
+                "description": "the request's own X-Request-Id when sane, else a new one",
+                "schema": {"type": "string", "pattern": "^[A-Za-z0-9._:-]{1,128}$"}});
+        }
     }
     if let Some(params) =
         doc["paths"]["/v1/rooms/{room}/messages"]["get"]["parameters"].as_array_mut()
