@@ -31,7 +31,9 @@ BIN=${CARGO_TARGET_DIR:-target}/debug/chat
 
 WORK=$(mktemp -d)
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-CHAT_ADDR=127.0.0.1:$PORT CHAT_DEV_MODE=true CHAT_API_KEYS=$API_KEY \
+# The per-user publish budget would answer most of alice's cases 429 (declared, so
+# conformant) and leave the routes behind it unexplored.
+CHAT_ADDR=127.0.0.1:$PORT CHAT_DEV_MODE=true CHAT_API_KEYS=$API_KEY CHAT_HTTP_RATE_LIMIT_PER_SEC=1000000 \
     CHAT_JWT_SECRET=check-api-secret-of-enough-bytes RUST_LOG=warn \
     "$BIN" >"$WORK/chat.log" 2>&1 &
 SERVER=$!

@@ -90,7 +90,9 @@ pub struct Config {
     #[arg(long, default_value_t = 0.1)]
     pub dm_ratio: f64,
 
-    /// Server API key: HTTP publishing as any user (`Authorization: Bearer KEY`).
+    /// Server API key: HTTP publishing as any user (`Authorization: Bearer KEY`), outside
+    /// the gateways' per-user budget (CHAT_HTTP_RATE_LIMIT_PER_SEC), which HTTP
+    /// publishing with user tokens meets.
     #[arg(long, env = ENV_API_KEY, hide_env_values = true)]
     pub api_key: Option<String>,
 

@@ -82,6 +82,15 @@ pub struct LimitsConfig {
     #[arg(long, env = "CHAT_RATE_LIMIT_BURST", default_value_t = 40, value_parser = clap::value_parser!(u32).range(1..))]
     pub rate_limit_burst: u32,
 
+    /// HTTP publishes per second one user may make on a gateway (token bucket refill
+    /// rate); past it 429 with `Retry-After`. Server API keys are not limited.
+    #[arg(long, env = "CHAT_HTTP_RATE_LIMIT_PER_SEC", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+    pub http_rate_limit_per_sec: u32,
+
+    /// HTTP publishes one user may make in a burst (token bucket size).
+    #[arg(long, env = "CHAT_HTTP_RATE_LIMIT_BURST", default_value_t = 40, value_parser = clap::value_parser!(u32).range(1..))]
+    pub http_rate_limit_burst: u32,
+
     /// Bytes queued to one connection before it counts as a slow consumer (closed
     /// with 1013; it reconnects and recovers).
     #[arg(long, env = "CHAT_SEND_QUEUE_BYTES", default_value_t = 1 << 20, value_parser = clap::value_parser!(u32).range(4096..))]
@@ -117,6 +126,8 @@ impl Default for LimitsConfig {
             trusted_proxies: proxy::Proxies::default(),
             rate_limit_per_sec: 20,
             rate_limit_burst: 40,
+            http_rate_limit_per_sec: 20,
+            http_rate_limit_burst: 40,
             send_queue_bytes: 1 << 20,
             write_delay_ms: 0,
             handshake_timeout_secs: 5,

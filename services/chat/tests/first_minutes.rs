@@ -108,3 +108,109 @@ async fn every_answer_carries_a_request_id_the_callers_own_when_it_is_sane() {
     assert_ne!(replaced, "no spaces, please");
     assert_ne!(get(None).await.unwrap(), fresh, "each request its own");
 }
+
+/// POSTs `body` to `url` as `auth`: the status, the `Retry-After` header and the JSON.
+async fn post_with_retry_after(
+    url: &str,
+    auth: Option<&str>,
+    body: &Value,
+) -> (u16, Option<u64>, Value) {
+    let mut req = http().post(url).json(body);
+    if let Some(a) = auth {
+        req = req.bearer_auth(a);
+    }
+    let r = req.send().await.unwrap();
+    let retry_after = r
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().parse().unwrap());
+    (
+        r.status().as_u16(),
+        retry_after,
+        r.json().await.unwrap_or_default(),
+    )
+}
+
+#[tokio::test]
+async fn a_user_who_publishes_too_fast_over_http_gets_429_with_retry_after() {
+    common::configure(|o| {
+        o.limits.http_rate_limit_per_sec = 1;
+        o.limits.http_rate_limit_burst = 3;
+    });
+    let t = Topology::all_in_one().await;
+    let token = dev_token(&t.http_url(0, ""), "alice").await;
+    let url = t.messages_url(0, "general");
+    let hi = json!({"text": "hi"});
+    for i in 0..3 {
+        let (status, _, body) = post_with_retry_after(&url, Some(&token), &hi).await;
+        assert_eq!(status, 201, "publish {i} is within the burst: {body}");
+    }
+    let (status, retry_after, body) = post_with_retry_after(&url, Some(&token), &hi).await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(body["error"]["code"], "rate_limited");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("CHAT_HTTP_RATE_LIMIT_PER_SEC"),
+        "the message names the setting: {body}"
+    );
+    let retry_after = retry_after.expect("a 429 says when to retry");
+    assert!((1..=2).contains(&retry_after), "Retry-After: {retry_after}");
+
+    // The same budget covers direct messages and the PoC route.
+    let (status, _, _) =
+        post_with_retry_after(&t.http_url(0, "/v1/users/bob/messages"), Some(&token), &hi).await;
+    assert_eq!(status, 429);
+    let poc = json!({"sender": "alice", "receiver": "general", "text": "hi"});
+    let (status, _, _) =
+        post_with_retry_after(&t.http_url(0, "/chat/send"), Some(&token), &poc).await;
+    assert_eq!(status, 429);
+
+    // Another user has a budget of their own, and a server API key is not limited.
+    let bob = dev_token(&t.http_url(0, ""), "bob").await;
+    assert_eq!(post_with_retry_after(&url, Some(&bob), &hi).await.0, 201);
+    let as_alice = json!({"text": "from the backend", "from": "alice"});
+    for _ in 0..10 {
+        let (status, _, body) = post_with_retry_after(&url, Some(common::API_KEY), &as_alice).await;
+        assert_eq!(status, 201, "{body}");
+    }
+
+    // Waiting what Retry-After said is enough (the wait is the scenario).
+    tokio::time::sleep(std::time::Duration::from_secs(retry_after)).await;
+    let (status, _, body) = post_with_retry_after(&url, Some(&token), &hi).await;
+    assert_eq!(status, 201, "after Retry-After: {body}");
+
+    // Nothing refused was stored: 3 + 1 of alice's, 1 of bob's, 10 of the backend's.
+    let history: Value = http()
+        .get(&url)
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        history["messages"].as_array().unwrap().len(),
+        15,
+        "{history}"
+    );
+}
+
+#[tokio::test]
+async fn the_openapi_document_declares_429_with_retry_after_on_every_publish_route() {
+    let t = Topology::all_in_one().await;
+    let doc = common::get_json(&t.http_url(0, "/openapi.json")).await;
+    for path in [
+        "/chat/send",
+        "/v1/rooms/{room}/messages",
+        "/v1/users/{user}/messages",
+    ] {
+        let answer = &doc["paths"][path]["post"]["responses"]["429"];
+        assert!(
+            answer["headers"]["Retry-After"].is_object(),
+            "{path}: {answer:#}"
+        );
+    }
+}

@@ -4,6 +4,7 @@
 //! - [`body`]: JSON or MessagePack bodies in and out, chosen by `Content-Type` / `Accept`.
 //! - [`error`]: [`ApiError`], the `{"error": {code, message}}` answer of every failure.
 //! - [`openapi`]: `/openapi.json`, with every constraint the handlers enforce.
+//! - [`rate`]: the per-user budget of the publish routes (429 with `Retry-After`).
 //!
 //! Joins and leaves act on connections that live on realtime replicas: the gateway
 //! broadcasts them as control commands on the bus, and every replica applies them to
@@ -12,6 +13,7 @@
 pub mod body;
 pub mod error;
 pub mod openapi;
+pub mod rate;
 pub mod routes;
 
 use std::net::SocketAddr;
@@ -55,6 +57,7 @@ pub struct Gateway {
     pub metrics: Arc<Metrics>,
     pub max_message_bytes: usize,
     pub handshake_timeout: Duration,
+    pub publish_limiter: rate::PublishLimiter,
     draining: AtomicBool,
 }
 
@@ -71,6 +74,10 @@ impl Gateway {
             metrics,
             max_message_bytes: limits.max_message_bytes as usize,
             handshake_timeout: limits.handshake_timeout(),
+            publish_limiter: rate::PublishLimiter::new(
+                limits.http_rate_limit_per_sec,
+                limits.http_rate_limit_burst,
+            ),
             draining: AtomicBool::new(false),
         })
     }

@@ -147,6 +147,30 @@ fn publisher(principal: &Principal, claimed: Option<&str>) -> Result<String> {
     }
 }
 
+/// Spends one publish from the user's budget; a server API key is not limited.
+fn spend_publish(gw: &Gateway, user: Option<&str>) -> Result<()> {
+    let Some(user) = user else { return Ok(()) };
+    gw.publish_limiter
+        .check(user, Instant::now())
+        .map_err(|wait| {
+            let secs = crate::rate::retry_after_secs(wait);
+            ApiError::rate_limited(
+                secs,
+                format!(
+                    "{user} publishes too fast for this gateway (CHAT_HTTP_RATE_LIMIT_PER_SEC): retry after {secs} s"
+                ),
+            )
+        })
+}
+
+/// Whose budget a publish spends: the user's own, none for a server API key.
+fn limited_user(principal: &Principal) -> Option<&str> {
+    match principal {
+        Principal::User(u) => Some(&u.id),
+        Principal::Server => None,
+    }
+}
+
 fn check_access(principal: &Principal, channel: &Channel) -> Result<()> {
     match principal {
         Principal::User(u) if !u.may_access(channel) => Err(ApiError::new(
@@ -247,6 +271,11 @@ fn published(accept: Accept, m: &Message, with_ts: bool) -> Response {
     )
 }
 
+/// What a 429 on a publish means.
+const RATE_LIMITED: &str = "rate_limited: this user publishes faster than the gateway's \
+    per-user budget (CHAT_HTTP_RATE_LIMIT_PER_SEC, CHAT_HTTP_RATE_LIMIT_BURST); retry after \
+    Retry-After seconds. Server API keys are not limited";
+
 /// What a 503 on a publish means (docs/PROTOCOL.md).
 const UNCONFIRMED: &str = "unavailable: the store could not confirm the publish. Usually \
     nothing was stored, but a publish whose answer was lost may be: before retrying, \
@@ -260,6 +289,8 @@ const UNCONFIRMED: &str = "unavailable: the store could not confirm the publish.
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 404, description = "join/leave: the sender has no live connection", body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 413, body = ErrorBody),
+        (status = 429, description = RATE_LIMITED, body = ErrorBody,
+            headers(("Retry-After" = u64, description = "seconds until a publish is let through"))),
         (status = 503, description = UNCONFIRMED, body = ErrorBody),
     ))]
 async fn chat_send(
@@ -290,6 +321,13 @@ async fn chat_send(
         )?,
         None => {}
     }
+    // Unauthenticated (dev mode), the sender's name is the only identity there is.
+    spend_publish(
+        &gw,
+        principal
+            .as_ref()
+            .map_or(Some(req.sender.as_str()), limited_user),
+    )?;
     match req.event {
         ChatSendEvent::Message => {
             let m = publish(&gw, &channel, req.sender, req.text, None).await?;
@@ -337,6 +375,8 @@ async fn chat_send(
         (status = 201, body = PublishResponse),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 413, body = ErrorBody),
+        (status = 429, description = RATE_LIMITED, body = ErrorBody,
+            headers(("Retry-After" = u64, description = "seconds until a publish is let through"))),
         (status = 503, description = UNCONFIRMED, body = ErrorBody),
     ))]
 async fn publish_room(
@@ -351,6 +391,7 @@ async fn publish_room(
     let req = body_of(body)?;
     let from = publisher(&principal, req.from.as_deref())?;
     check_access(&principal, &channel)?;
+    spend_publish(&gw, limited_user(&principal))?;
     let m = publish(&gw, &channel, from, req.text, req.cid).await?;
     Ok(published(accept, &m, true))
 }
@@ -362,6 +403,8 @@ async fn publish_room(
         (status = 201, body = PublishResponse),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 413, body = ErrorBody),
+        (status = 429, description = RATE_LIMITED, body = ErrorBody,
+            headers(("Retry-After" = u64, description = "seconds until a publish is let through"))),
         (status = 503, description = UNCONFIRMED, body = ErrorBody),
     ))]
 async fn publish_direct(
@@ -375,6 +418,7 @@ async fn publish_direct(
     let channel = Channel::user(&path_of(user)?)?;
     let req = body_of(body)?;
     let from = publisher(&principal, req.from.as_deref())?;
+    spend_publish(&gw, limited_user(&principal))?;
     let m = publish(&gw, &channel, from, req.text, req.cid).await?;
     Ok(published(accept, &m, true))
 }
