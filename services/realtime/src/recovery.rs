@@ -87,11 +87,6 @@ impl ChannelSync {
         self.last.as_ref()
     }
 
-    /// The channel of the messages held while a repair runs.
-    pub fn held_channel(&self) -> Option<&str> {
-        Some(self.repairing.as_ref()?.first()?.room.as_str())
-    }
-
     pub fn is_repairing(&self) -> bool {
         self.repairing.is_some()
     }
