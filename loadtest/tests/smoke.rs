@@ -10,7 +10,7 @@ use chat_auth::{Auth, AuthConfig, LimitsConfig};
 use chat_engine::{Engine, EngineConfig};
 use chat_gateway::Gateway;
 use chat_realtime::{Options, Realtime};
-use chat_telemetry::Metrics;
+use chat_telemetry::{Metrics, Shutdown};
 use chat_testkit::RedisServer;
 use serde_json::Value;
 use tokio::net::TcpListener;
@@ -48,28 +48,34 @@ async fn bind() -> TcpListener {
 }
 
 async fn spawn_chat() -> SocketAddr {
-    let chat = chat::Chat::start(&engine_config(None), &auth_config(), options())
-        .await
-        .unwrap();
+    let chat = chat::Chat::start(
+        &engine_config(None),
+        &auth_config(),
+        options(),
+        Shutdown::new(),
+    )
+    .await
+    .unwrap();
     let listener = bind().await;
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(chat::run(listener, None, chat, std::future::pending()));
+    tokio::spawn(chat::run(listener, None, chat));
     addr
 }
 
 async fn spawn_realtime(redis_url: &str) -> SocketAddr {
     let engine = Engine::from_config(&engine_config(Some(redis_url.into()))).unwrap();
-    let rt = Realtime::start(engine, auth(), Arc::new(Metrics::new()), options())
-        .await
-        .unwrap();
+    let rt = Realtime::start(
+        engine,
+        auth(),
+        Arc::new(Metrics::new()),
+        options(),
+        Shutdown::new(),
+    )
+    .await
+    .unwrap();
     let listener = bind().await;
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(chat_realtime::run(
-        listener,
-        None,
-        rt,
-        std::future::pending(),
-    ));
+    tokio::spawn(chat_realtime::run(listener, None, rt));
     addr
 }
 
@@ -80,15 +86,11 @@ async fn spawn_gateway(redis_url: &str) -> SocketAddr {
         auth(),
         &LimitsConfig::default(),
         Arc::new(Metrics::new()),
+        Shutdown::new(),
     );
     let listener = bind().await;
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(chat_gateway::run(
-        listener,
-        None,
-        gw,
-        std::future::pending(),
-    ));
+    tokio::spawn(chat_gateway::run(listener, None, gw));
     addr
 }
 

@@ -13,7 +13,7 @@ use chat_engine::{Engine, EngineConfig};
 use chat_gateway::Gateway;
 use chat_realtime::Options;
 use chat_realtime::Realtime;
-use chat_telemetry::{Metrics, TelemetryConfig};
+use chat_telemetry::{Metrics, Shutdown, TelemetryConfig};
 use tokio::net::TcpListener;
 
 /// Configuration of `chat` (flags, or the `CHAT_*` variables).
@@ -68,6 +68,7 @@ impl Chat {
         engine: &EngineConfig,
         auth: &AuthConfig,
         options: Options,
+        shutdown: Shutdown,
     ) -> Result<Chat, StartError> {
         let engine_impl = Engine::from_config(engine).map_err(|e| StartError::Config {
             setting: "CHAT_REDIS_URL",
@@ -85,8 +86,9 @@ impl Chat {
             auth.clone(),
             &options.limits,
             metrics.clone(),
+            shutdown.clone(),
         );
-        let realtime = Realtime::start(engine_impl, auth, metrics, options)
+        let realtime = Realtime::start(engine_impl, auth, metrics, options, shutdown)
             .await
             .map_err(|e| StartError::Config {
                 setting: "CHAT_REDIS_URL",
@@ -107,29 +109,32 @@ impl Chat {
     }
 }
 
-/// Serves everything on `listener` until `shutdown` resolves.
+/// Serves everything on `listener` until the [`Shutdown`] both halves share stops it;
+/// drains the WebSocket clients, then ends every background task.
 pub async fn run(
     listener: TcpListener,
     internal: Option<TcpListener>,
     chat: Chat,
-    shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let shutdown = chat.realtime.shutdown.clone();
     chat_telemetry::spawn_engine_probe(
         chat.gateway.metrics.clone(),
         chat_telemetry::ready_fn(
             chat.gateway.engine.clone(),
             |e| async move { e.ready().await },
         ),
+        &shutdown,
     );
     let timeout = chat.realtime.limits.handshake_timeout();
-    let app = chat_telemetry::with_ops(chat.router(), chat.ops(), internal, timeout);
+    let app = chat_telemetry::with_ops(chat.router(), chat.ops(), internal, timeout, &shutdown);
     let edge = chat_realtime::edge(&chat.realtime);
     let drain = {
-        let (gateway, realtime) = (chat.gateway.clone(), chat.realtime.clone());
-        async move {
-            gateway.start_draining();
-            chat_realtime::drain::drain(&realtime).await;
-        }
+        let realtime = chat.realtime.clone();
+        async move { chat_realtime::drain::drain(&realtime).await }
     };
-    chat_telemetry::serve::serve_draining(listener, app, edge, shutdown, drain).await
+    let served =
+        chat_telemetry::serve::serve_draining(listener, app, edge, shutdown.stopping(), drain)
+            .await;
+    shutdown.finish();
+    served
 }

@@ -1,5 +1,5 @@
 use chat::{Chat, Config};
-use chat_telemetry::{config_error, healthcheck, parse_config, parse_config_from, shutdown_signal};
+use chat_telemetry::{Shutdown, config_error, healthcheck, parse_config, parse_config_from};
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
@@ -15,11 +15,16 @@ async fn main() -> std::io::Result<()> {
         config.engine.history_size,
         config.drain_secs,
     );
-    let chat = Chat::start(&config.engine, &config.auth, options)
-        .await
-        .unwrap_or_else(|chat::StartError::Config { setting, message }| {
-            config_error(setting, &message)
-        });
+    let chat = Chat::start(
+        &config.engine,
+        &config.auth,
+        options,
+        Shutdown::on_signals(),
+    )
+    .await
+    .unwrap_or_else(|chat::StartError::Config { setting, message }| {
+        config_error(setting, &message)
+    });
     let listener = chat_telemetry::listen(config.addr, "CHAT_ADDR").await;
     let internal = match config.telemetry.internal_addr {
         Some(addr) => Some(chat_telemetry::listen(addr, "CHAT_INTERNAL_ADDR").await),
@@ -27,5 +32,5 @@ async fn main() -> std::io::Result<()> {
     };
     let engine = chat.gateway.engine.kind();
     tracing::info!(addr = %listener.local_addr()?, engine, "chat listening: http://{}/", listener.local_addr()?);
-    chat::run(listener, internal, chat, shutdown_signal()).await
+    chat::run(listener, internal, chat).await
 }

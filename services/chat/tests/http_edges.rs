@@ -171,18 +171,14 @@ async fn half_open_clients_on_the_internal_listener_are_closed() {
             },
             ..chat_realtime::Options::new(Default::default(), 1000, 2)
         },
+        chat_telemetry::Shutdown::new(),
     )
     .await
     .unwrap();
     let public = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let internal = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = internal.local_addr().unwrap();
-    tokio::spawn(chat::run(
-        public,
-        Some(internal),
-        chat,
-        std::future::pending(),
-    ));
+    tokio::spawn(chat::run(public, Some(internal), chat));
     let silent = connect_from("127.0.0.1", addr).await;
     assert_eq!(healthz_from("127.0.0.1", addr).await, 200);
     let after = closed_by_server(silent, Duration::from_secs(5)).await;

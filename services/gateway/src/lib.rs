@@ -18,13 +18,12 @@ pub mod routes;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::Router;
 use chat_auth::{Auth, AuthConfig, LimitsConfig};
 use chat_engine::{Engine, EngineConfig};
-use chat_telemetry::{Metrics, TelemetryConfig};
+use chat_telemetry::{Metrics, Shutdown, TelemetryConfig};
 use tokio::net::TcpListener;
 
 pub use error::ApiError;
@@ -58,7 +57,8 @@ pub struct Gateway {
     pub max_message_bytes: usize,
     pub handshake_timeout: Duration,
     pub publish_limiter: rate::PublishLimiter,
-    draining: AtomicBool,
+    /// The process's stop: readiness turns 503 with it.
+    pub shutdown: Shutdown,
 }
 
 impl Gateway {
@@ -67,6 +67,7 @@ impl Gateway {
         auth: Arc<Auth>,
         limits: &LimitsConfig,
         metrics: Arc<Metrics>,
+        shutdown: Shutdown,
     ) -> Arc<Self> {
         Arc::new(Self {
             engine,
@@ -78,16 +79,12 @@ impl Gateway {
                 limits.http_rate_limit_per_sec,
                 limits.http_rate_limit_burst,
             ),
-            draining: AtomicBool::new(false),
+            shutdown,
         })
     }
 
-    pub fn start_draining(&self) {
-        self.draining.store(true, Ordering::Relaxed);
-    }
-
     pub async fn ready(&self) -> bool {
-        !self.draining.load(Ordering::Relaxed) && self.engine.ready().await
+        !self.shutdown.is_stopping() && self.engine.ready().await
     }
 }
 
@@ -103,25 +100,24 @@ pub fn ops(gw: &Arc<Gateway>) -> Router {
     )
 }
 
-/// Serves `chat-gateway` on `listener` until `shutdown` resolves; in-flight requests
-/// finish first.
+/// Serves `chat-gateway` on `listener` until its [`Shutdown`] stops it: readiness
+/// turns 503, the listener closes, in-flight requests finish, then every background
+/// task ends.
 pub async fn run(
     listener: TcpListener,
     internal: Option<TcpListener>,
     gw: Arc<Gateway>,
-    shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let shutdown = gw.shutdown.clone();
     chat_telemetry::spawn_engine_probe(
         gw.metrics.clone(),
         chat_telemetry::ready_fn(gw.engine.clone(), |e| async move { e.ready().await }),
+        &shutdown,
     );
     let timeout = gw.handshake_timeout;
-    let app = chat_telemetry::with_ops(router(gw.clone()), ops(&gw), internal, timeout);
-    // Readiness turns 503 first, then in-flight requests finish.
-    let stopping = async move {
-        shutdown.await;
-        gw.start_draining();
-    };
+    let app = chat_telemetry::with_ops(router(gw.clone()), ops(&gw), internal, timeout, &shutdown);
     let edge = chat_telemetry::serve::Edge::new(timeout);
-    chat_telemetry::serve::serve(listener, app, edge, stopping).await
+    let served = chat_telemetry::serve::serve(listener, app, edge, shutdown.stopping()).await;
+    shutdown.finish();
+    served
 }

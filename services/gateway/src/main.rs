@@ -3,7 +3,9 @@ use std::sync::Arc;
 use chat_auth::Auth;
 use chat_engine::Engine;
 use chat_gateway::{Config, Gateway};
-use chat_telemetry::{Metrics, config_error, healthcheck, parse_config, parse_config_from};
+use chat_telemetry::{
+    Metrics, Shutdown, config_error, healthcheck, parse_config, parse_config_from,
+};
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
@@ -29,6 +31,7 @@ async fn main() -> std::io::Result<()> {
         Arc::new(auth),
         &config.limits,
         Arc::new(Metrics::new()),
+        Shutdown::on_signals(),
     );
     let listener = chat_telemetry::listen(config.gateway_addr, "CHAT_GATEWAY_ADDR").await;
     let internal = match config.telemetry.internal_addr {
@@ -36,5 +39,5 @@ async fn main() -> std::io::Result<()> {
         None => None,
     };
     tracing::info!(addr = %listener.local_addr()?, "chat-gateway listening");
-    chat_gateway::run(listener, internal, gw, chat_telemetry::shutdown_signal()).await
+    chat_gateway::run(listener, internal, gw).await
 }

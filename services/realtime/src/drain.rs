@@ -4,8 +4,6 @@
 //! `reconnect` and a 1012 close at a moment spread over the drain window, so the other
 //! replicas see a steady trickle of reconnects (each with `since`) instead of a storm.
 
-use std::time::Duration;
-
 use chat_protocol::ServerFrame;
 use rand::Rng;
 use rand::seq::SliceRandom;
@@ -18,7 +16,6 @@ const RESTART: Close = Close::new(Code::Restart, "server restart: reconnect with
 /// Moves every client away within `rt.drain_window`; returns when they are gone or the
 /// window is over.
 pub async fn drain(rt: &Realtime) {
-    rt.start_draining();
     let window = rt.drain_window;
     let start = tokio::time::Instant::now();
     let mut conns = rt.hub.all_connections();
@@ -33,8 +30,7 @@ pub async fn drain(rt: &Realtime) {
         let _ = conn.send(&ServerFrame::Reconnect { after_ms });
         conn.queue.close(RESTART);
     }
-    while rt.metrics.ws_connections.get() > 0 && start.elapsed() < window {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    tracing::info!(left = rt.metrics.ws_connections.get(), "drained");
+    let remaining = window.saturating_sub(start.elapsed());
+    rt.shutdown.connections_closed(remaining).await;
+    tracing::info!(left = rt.shutdown.open_connections(), "drained");
 }

@@ -29,7 +29,7 @@ pub mod trace;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -41,7 +41,7 @@ use chat_auth::{Auth, AuthConfig, LimitsConfig};
 use chat_engine::{BusHandler, Engine, EngineConfig};
 use chat_protocol::http::{ErrorBody, ErrorDetail};
 use chat_protocol::{Encoding, ErrorCode};
-use chat_telemetry::{Metrics, TelemetryConfig};
+use chat_telemetry::{Metrics, Shutdown, TelemetryConfig};
 use fastwebsockets::upgrade::IncomingUpgrade;
 use tokio::net::TcpListener;
 
@@ -121,7 +121,8 @@ pub struct Realtime {
     pub timing: Timing,
     pub limits: LimitsConfig,
     pub drain_window: Duration,
-    draining: AtomicBool,
+    /// The process's stop: it refuses upgrades, drains, and ends the background tasks.
+    pub shutdown: Shutdown,
     replica: String,
     next_conn: AtomicU64,
     started: Instant,
@@ -135,6 +136,7 @@ impl Realtime {
         auth: Arc<Auth>,
         metrics: Arc<Metrics>,
         options: Options,
+        shutdown: Shutdown,
     ) -> Result<Arc<Realtime>, chat_engine::EngineError> {
         let limits = options.limits;
         for reason in close::labels() {
@@ -147,8 +149,8 @@ impl Realtime {
         );
         let handler: Arc<dyn BusHandler> = hub.clone();
         engine.start_bus(Arc::downgrade(&handler)).await?;
-        tokio::spawn(refresh_presence(
-            Arc::downgrade(&hub),
+        shutdown.spawn(refresh_presence(
+            hub.clone(),
             engine.presence_refresh_every(),
         ));
         Ok(Arc::new(Realtime {
@@ -158,7 +160,7 @@ impl Realtime {
             timing: options.timing,
             limits,
             drain_window: options.drain,
-            draining: AtomicBool::new(false),
+            shutdown,
             replica: chat_engine::epoch::new_epoch()[..6].to_owned(),
             next_conn: AtomicU64::new(1),
             started: Instant::now(),
@@ -209,12 +211,8 @@ impl Realtime {
         self.started.elapsed().as_millis() as u64
     }
 
-    fn start_draining(&self) {
-        self.draining.store(true, Ordering::Relaxed);
-    }
-
     pub fn is_draining(&self) -> bool {
-        self.draining.load(Ordering::Relaxed)
+        self.shutdown.is_stopping()
     }
 
     pub async fn ready(&self) -> bool {
@@ -265,13 +263,12 @@ impl Drop for IpSlot {
     }
 }
 
-/// Keeps this replica's presence entries alive while the hub lives.
-async fn refresh_presence(hub: std::sync::Weak<Hub>, every: Duration) {
+/// Keeps this replica's presence entries alive until the process is done.
+async fn refresh_presence(hub: Arc<Hub>, every: Duration) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let Some(hub) = hub.upgrade() else { return };
         hub.refresh_presence().await;
     }
 }
@@ -394,7 +391,9 @@ async fn upgrade(
             .headers_mut()
             .insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(p));
     }
-    tokio::spawn(async move {
+    // Tracked: the drain waits for the connection to end.
+    let shutdown = rt.shutdown.clone();
+    shutdown.track(async move {
         let _slot = slot;
         match fut.await {
             Ok(ws) => connection::serve(rt, ws.into_inner(), encoding).await,
@@ -412,23 +411,29 @@ pub fn ops(rt: &Arc<Realtime>) -> Router {
     )
 }
 
-/// Serves `chat-realtime` on `listener` until `shutdown` resolves.
+/// Serves `chat-realtime` on `listener` until its [`Shutdown`] stops it; drains the
+/// clients, then ends every background task.
 pub async fn run(
     listener: TcpListener,
     internal: Option<TcpListener>,
     rt: Arc<Realtime>,
-    shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let shutdown = rt.shutdown.clone();
     chat_telemetry::spawn_engine_probe(
         rt.metrics.clone(),
         chat_telemetry::ready_fn(rt.hub.clone(), |h| async move { h.engine().ready().await }),
+        &shutdown,
     );
     let timeout = rt.limits.handshake_timeout();
-    let app = chat_telemetry::with_ops(router(rt.clone()), ops(&rt), internal, timeout);
+    let app = chat_telemetry::with_ops(router(rt.clone()), ops(&rt), internal, timeout, &shutdown);
     let edge = edge(&rt);
     let drain = {
         let rt = rt.clone();
         async move { drain::drain(&rt).await }
     };
-    chat_telemetry::serve::serve_draining(listener, app, edge, shutdown, drain).await
+    let served =
+        chat_telemetry::serve::serve_draining(listener, app, edge, shutdown.stopping(), drain)
+            .await;
+    shutdown.finish();
+    served
 }

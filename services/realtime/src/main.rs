@@ -3,7 +3,9 @@ use std::sync::Arc;
 use chat_auth::Auth;
 use chat_engine::Engine;
 use chat_realtime::{Config, Options, Realtime};
-use chat_telemetry::{Metrics, config_error, healthcheck, parse_config, parse_config_from};
+use chat_telemetry::{
+    Metrics, Shutdown, config_error, healthcheck, parse_config, parse_config_from,
+};
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
@@ -29,14 +31,21 @@ async fn main() -> std::io::Result<()> {
         config.engine.history_size,
         config.drain_secs,
     );
-    let rt = Realtime::start(engine, Arc::new(auth), Arc::new(Metrics::new()), options)
-        .await
-        .unwrap_or_else(|e| config_error("CHAT_REDIS_URL", &e.to_string()));
+    let metrics = Arc::new(Metrics::new());
+    let rt = Realtime::start(
+        engine,
+        Arc::new(auth),
+        metrics,
+        options,
+        Shutdown::on_signals(),
+    )
+    .await
+    .unwrap_or_else(|e| config_error("CHAT_REDIS_URL", &e.to_string()));
     let listener = chat_telemetry::listen(config.realtime_addr, "CHAT_REALTIME_ADDR").await;
     let internal = match config.telemetry.internal_addr {
         Some(addr) => Some(chat_telemetry::listen(addr, "CHAT_INTERNAL_ADDR").await),
         None => None,
     };
     tracing::info!(addr = %listener.local_addr()?, "chat-realtime listening on /ws");
-    chat_realtime::run(listener, internal, rt, chat_telemetry::shutdown_signal()).await
+    chat_realtime::run(listener, internal, rt).await
 }

@@ -13,7 +13,10 @@
 pub mod healthcheck;
 pub mod json_errors;
 pub mod serve;
+pub mod shutdown;
 pub mod trace;
+
+pub use shutdown::Shutdown;
 
 use std::net::SocketAddr;
 
@@ -348,12 +351,14 @@ pub fn with_ops(
     ops: axum::Router,
     internal: Option<tokio::net::TcpListener>,
     handshake_timeout: std::time::Duration,
+    shutdown: &shutdown::Shutdown,
 ) -> axum::Router {
     match internal {
         Some(listener) => {
             let edge = serve::Edge::new(handshake_timeout);
             let ops = json_errors::with_json_errors(ops);
-            tokio::spawn(serve::serve(listener, ops, edge, std::future::pending()));
+            // Up while the public listener drains: `/readyz` says 503 there meanwhile.
+            tokio::spawn(serve::serve(listener, ops, edge, shutdown.done()));
             json_errors::with_json_errors(app)
         }
         None => json_errors::with_json_errors(app.merge(ops)),
@@ -362,15 +367,16 @@ pub fn with_ops(
 
 /// Probes the engine every two seconds into `chat_engine_ready`, so an outage shows on
 /// dashboards and alerts even when nobody asks `/readyz`.
-pub fn spawn_engine_probe(metrics: std::sync::Arc<Metrics>, engine_ready: ReadyFn) {
-    tokio::spawn(async move {
+pub fn spawn_engine_probe(
+    metrics: std::sync::Arc<Metrics>,
+    engine_ready: ReadyFn,
+    shutdown: &shutdown::Shutdown,
+) {
+    shutdown.spawn(async move {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(2));
         loop {
             tick.tick().await;
             metrics.engine_ready.set(i64::from(engine_ready().await));
-            if std::sync::Arc::strong_count(&metrics) == 1 {
-                return; // the service is gone
-            }
         }
     });
 }

@@ -11,7 +11,7 @@ use chat_auth::{Auth, AuthConfig, LimitsConfig};
 use chat_engine::{Engine, EngineConfig};
 use chat_gateway::Gateway;
 use chat_realtime::{Options, Realtime};
-use chat_telemetry::Metrics;
+use chat_telemetry::{Metrics, Shutdown};
 use tokio::net::TcpListener;
 
 pub const API_KEY: &str = "test-api-key";
@@ -80,32 +80,34 @@ async fn bind() -> TcpListener {
 pub async fn spawn_realtime(redis_url: &str) -> (SocketAddr, Arc<Realtime>) {
     let engine = Engine::from_config(&engine_config(Some(redis_url.into()))).unwrap();
     let auth = Arc::new(Auth::from_config(&auth_config(dev_mode()), false).unwrap());
-    let rt = Realtime::start(engine, auth, Arc::new(Metrics::new()), options())
-        .await
-        .unwrap();
+    let rt = Realtime::start(
+        engine,
+        auth,
+        Arc::new(Metrics::new()),
+        options(),
+        Shutdown::new(),
+    )
+    .await
+    .unwrap();
     let listener = bind().await;
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(chat_realtime::run(
-        listener,
-        None,
-        rt.clone(),
-        std::future::pending(),
-    ));
+    tokio::spawn(chat_realtime::run(listener, None, rt.clone()));
     (addr, rt)
 }
 
 pub async fn spawn_gateway(redis_url: &str) -> SocketAddr {
     let engine = Engine::from_config(&engine_config(Some(redis_url.into()))).unwrap();
     let auth = Arc::new(Auth::from_config(&auth_config(dev_mode()), false).unwrap());
-    let gw = Gateway::new(engine, auth, &options().limits, Arc::new(Metrics::new()));
+    let gw = Gateway::new(
+        engine,
+        auth,
+        &options().limits,
+        Arc::new(Metrics::new()),
+        Shutdown::new(),
+    );
     let listener = bind().await;
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(chat_gateway::run(
-        listener,
-        None,
-        gw,
-        std::future::pending(),
-    ));
+    tokio::spawn(chat_gateway::run(listener, None, gw));
     addr
 }
 
@@ -114,12 +116,13 @@ pub async fn spawn_chat(redis_url: Option<String>) -> SocketAddr {
         &engine_config(redis_url),
         &auth_config(dev_mode()),
         options(),
+        Shutdown::new(),
     )
     .await
     .unwrap();
     let listener = bind().await;
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(chat::run(listener, None, chat, std::future::pending()));
+    tokio::spawn(chat::run(listener, None, chat));
     addr
 }
 

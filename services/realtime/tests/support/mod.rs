@@ -149,14 +149,10 @@ pub async fn spawn_gateway(redis_url: &str) -> u16 {
         Arc::new(auth),
         &LimitsConfig::default(),
         Arc::new(chat_telemetry::Metrics::new()),
+        chat_telemetry::Shutdown::new(),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
-    tokio::spawn(chat_gateway::run(
-        listener,
-        None,
-        gw,
-        std::future::pending(),
-    ));
+    tokio::spawn(chat_gateway::run(listener, None, gw));
     port
 }

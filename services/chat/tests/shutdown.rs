@@ -1,0 +1,94 @@
+//! One stop reaches every task: a process told to stop drains its clients, and when
+//! `run` returns nothing of it is left running: no listener (public or internal), no
+//! bus subscription, no connection to Redis, no presence refresh.
+
+mod common;
+
+use std::time::Duration;
+
+use chat_protocol::ServerFrame;
+use chat_telemetry::Shutdown;
+use chat_testkit::{RedisServer, WsClient};
+
+/// Redis clients other than the one asking.
+fn redis_clients(redis: &RedisServer) -> usize {
+    redis
+        .cli(&["CLIENT", "LIST"])
+        .lines()
+        .count()
+        .saturating_sub(1)
+}
+
+/// Polls `condition` until it holds, at most `within`: for states with no event to
+/// wait on (what another process holds).
+async fn eventually(within: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    while tokio::time::Instant::now() < deadline {
+        if condition() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    condition()
+}
+
+#[tokio::test]
+async fn a_stopped_chat_leaves_nothing_running() {
+    let redis = RedisServer::start();
+    let shutdown = Shutdown::new();
+    let chat = chat::Chat::start(
+        &common::engine_config(Some(redis.url())),
+        &common::auth_config(true),
+        chat_realtime::Options::new(Default::default(), 1000, 1),
+        shutdown.clone(),
+    )
+    .await
+    .unwrap();
+    let public = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let internal = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (addr, ops) = (public.local_addr().unwrap(), internal.local_addr().unwrap());
+    let served = tokio::spawn(chat::run(public, Some(internal), chat));
+
+    let (mut client, _) = WsClient::connect_as(&format!("ws://{addr}/ws"), "ann", false).await;
+    client.join("lobby").await;
+    assert!(redis.cli(&["PUBSUB", "CHANNELS", "*"]).contains("lobby"));
+    assert!(redis_clients(&redis) > 0);
+
+    shutdown.stop();
+    // The drain moves the client away...
+    let moved = client
+        .recv_until_any(|f| matches!(f, ServerFrame::Reconnect { .. }))
+        .await;
+    assert!(matches!(moved, ServerFrame::Reconnect { .. }));
+    // ...and `run` returns once it is gone, well within the drain window.
+    tokio::time::timeout(Duration::from_secs(10), served)
+        .await
+        .expect("run returns after the drain")
+        .unwrap()
+        .unwrap();
+    assert!(shutdown.is_stopping());
+
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "the public listener is closed"
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || std::net::TcpStream::connect(ops)
+            .is_err())
+        .await,
+        "the internal ops listener is closed"
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || redis
+            .cli(&["PUBSUB", "CHANNELS", "*"])
+            .is_empty())
+        .await,
+        "the bus unsubscribed: {}",
+        redis.cli(&["PUBSUB", "CHANNELS", "*"])
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || redis_clients(&redis) == 0).await,
+        "every connection to Redis is closed: {}",
+        redis.cli(&["CLIENT", "LIST"])
+    );
+}
