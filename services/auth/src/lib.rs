@@ -118,20 +118,7 @@ impl LimitsConfig {
 
 impl Default for LimitsConfig {
     fn default() -> Self {
-        Self {
-            max_message_bytes: 4096,
-            max_rooms_per_connection: 100,
-            max_connections_per_user: 20,
-            max_connections_per_ip: 20_000,
-            trusted_proxies: proxy::Proxies::default(),
-            rate_limit_per_sec: 20,
-            rate_limit_burst: 40,
-            http_rate_limit_per_sec: 20,
-            http_rate_limit_burst: 40,
-            send_queue_bytes: 1 << 20,
-            write_delay_ms: 0,
-            handshake_timeout_secs: 5,
-        }
+        chat_protocol::settings::declared_defaults()
     }
 }
 

@@ -42,7 +42,7 @@ pub struct Config {
 
     /// Seconds over which a stopping process (SIGTERM) moves its WebSocket clients away
     /// (`reconnect`, then close 1012), before it exits 0.
-    #[arg(long, env = "CHAT_DRAIN_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=3600))]
+    #[arg(long, env = "CHAT_DRAIN_SECS", default_value_t = chat_realtime::DRAIN_SECS, value_parser = clap::value_parser!(u64).range(0..=3600))]
     pub drain_secs: u64,
 }
 

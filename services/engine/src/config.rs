@@ -32,14 +32,7 @@ pub struct EngineConfig {
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        Self {
-            redis_url: None,
-            redis_ca_file: None,
-            redis_prefix: "chat".into(),
-            history_size: 1000,
-            history_ttl_secs: 86_400,
-            presence_ttl_secs: 30,
-        }
+        chat_protocol::settings::declared_defaults()
     }
 }
 

@@ -5,12 +5,14 @@
 //! - [`http`]: the bodies of the HTTP routes.
 //! - [`codec`]: JSON and MessagePack encodings, and the frame-size and text-size checks.
 //! - [`error`]: the contract's error codes, one enum for frames and HTTP alike.
+//! - [`settings`]: a config's defaults, read back from its declared settings.
 
 pub mod codec;
 pub mod error;
 pub mod frames;
 pub mod http;
 pub mod names;
+pub mod settings;
 
 pub use codec::Encoding;
 pub use error::{ErrorCode, ProtocolError};

@@ -69,9 +69,12 @@ pub struct Config {
 
     /// Seconds over which a replica told to stop (SIGTERM) moves its clients away: each
     /// gets `reconnect` and a 1012 close at a spread-out moment, then the process exits 0.
-    #[arg(long, env = "CHAT_DRAIN_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=3600))]
+    #[arg(long, env = "CHAT_DRAIN_SECS", default_value_t = DRAIN_SECS, value_parser = clap::value_parser!(u64).range(0..=3600))]
     pub drain_secs: u64,
 }
+
+/// `CHAT_DRAIN_SECS`'s default, for `chat-realtime` and `chat` alike.
+pub const DRAIN_SECS: u64 = 10;
 
 /// Connection timers: the contract's values, shorter in tests.
 #[derive(Debug, Clone, Copy)]
