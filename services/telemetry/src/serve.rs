@@ -97,7 +97,9 @@ pub async fn serve(
 
 /// Like [`serve`], for a server that drains: when `shutdown` resolves the listener is
 /// closed at once (a restarted process can bind the address while this one still
-/// hands its clients over), then `drain` runs, then in-flight requests finish.
+/// hands its clients over), then `drain` runs, then in-flight requests finish. The
+/// drain starts only once the listener is closed: a client it moves away may come
+/// straight back to the same address.
 pub async fn serve_draining(
     listener: TcpListener,
     app: Router,
@@ -105,19 +107,7 @@ pub async fn serve_draining(
     shutdown: impl Future<Output = ()> + Send + 'static,
     drain: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let (stop, stopped) = tokio::sync::oneshot::channel();
-    let drain = tokio::spawn(async move {
-        shutdown.await;
-        let _ = stop.send(());
-        drain.await;
-    });
-    let stopped = async move {
-        let _ = stopped.await;
-    };
-    let drained = async move {
-        let _ = drain.await;
-    };
-    serve_until(listener, app, edge, stopped, drained).await
+    serve_until(listener, app, edge, shutdown, drain).await
 }
 
 /// Accepts until `stop`, closes the listener, awaits `drained`, lets requests finish.
