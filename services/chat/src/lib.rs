@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use chat_auth::{Auth, AuthConfig, LimitsConfig};
-use chat_engine::{Engine, EngineConfig};
+use chat_engine::{CancellationToken, Engine, EngineConfig};
 use chat_gateway::Gateway;
 use chat_realtime::Options;
 use chat_realtime::Realtime;
@@ -69,9 +69,12 @@ impl Chat {
         auth: &AuthConfig,
         options: Options,
     ) -> Result<Chat, StartError> {
-        let engine_impl = Engine::from_config(engine).map_err(|e| StartError::Config {
-            setting: "CHAT_REDIS_URL",
-            message: e.to_string(),
+        // The engine's tasks live as long as the process (a shutdown token comes later).
+        let engine_impl = Engine::from_config(engine, CancellationToken::new()).map_err(|e| {
+            StartError::Config {
+                setting: "CHAT_REDIS_URL",
+                message: e.to_string(),
+            }
         })?;
         let auth = Arc::new(
             Auth::from_config(auth, true).map_err(|e| StartError::Config {
@@ -114,12 +117,9 @@ pub async fn run(
     chat: Chat,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    chat_telemetry::spawn_engine_probe(
+    chat_telemetry::spawn_engine_gauge(
         chat.gateway.metrics.clone(),
-        chat_telemetry::ready_fn(
-            chat.gateway.engine.clone(),
-            |e| async move { e.ready().await },
-        ),
+        chat.gateway.engine.readiness(),
     );
     let timeout = chat.realtime.limits.handshake_timeout();
     let app = chat_telemetry::with_ops(chat.router(), chat.ops(), internal, timeout);

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use chat_protocol::{Message, now_ms};
 use parking_lot::{Mutex, RwLock};
+use tokio::sync::watch;
 
 use crate::{
     BusHandler, Control, EngineConfig, Envelope, Head, History, PresenceEntry, PresenceEvent,
@@ -85,6 +86,9 @@ pub struct MemoryEngine {
     pub(crate) presence_ttl: Duration,
     history_size: usize,
     ttl: Duration,
+    /// Always true: one process, nothing to lose touch with. No sender is kept, so the
+    /// value never changes.
+    ready: watch::Receiver<bool>,
 }
 
 impl MemoryEngine {
@@ -98,6 +102,7 @@ impl MemoryEngine {
             presence_ttl: Duration::from_secs(config.presence_ttl_secs),
             history_size: config.history_size as usize,
             ttl: Duration::from_secs(config.history_ttl_secs),
+            ready: watch::channel(true).1,
         }
     }
 
@@ -314,7 +319,7 @@ impl MemoryEngine {
         Ok(Vec::new())
     }
 
-    pub async fn presence(&self, room: &str) -> Result<Vec<String>> {
+    pub async fn presence_list(&self, room: &str) -> Result<Vec<String>> {
         let mut users: Vec<String> = self
             .presence
             .lock()
@@ -347,8 +352,8 @@ impl MemoryEngine {
         Ok(())
     }
 
-    pub async fn ready(&self) -> bool {
-        true
+    pub fn readiness(&self) -> watch::Receiver<bool> {
+        self.ready.clone()
     }
 }
 

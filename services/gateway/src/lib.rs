@@ -80,7 +80,7 @@ impl Gateway {
     }
 
     pub async fn ready(&self) -> bool {
-        !self.draining.load(Ordering::Relaxed) && self.engine.ready().await
+        !self.draining.load(Ordering::Relaxed) && self.engine.ready()
     }
 }
 
@@ -104,10 +104,7 @@ pub async fn run(
     gw: Arc<Gateway>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    chat_telemetry::spawn_engine_probe(
-        gw.metrics.clone(),
-        chat_telemetry::ready_fn(gw.engine.clone(), |e| async move { e.ready().await }),
-    );
+    chat_telemetry::spawn_engine_gauge(gw.metrics.clone(), gw.engine.readiness());
     let timeout = gw.handshake_timeout;
     let app = chat_telemetry::with_ops(router(gw.clone()), ops(&gw), internal, timeout);
     // Readiness turns 503 first, then in-flight requests finish.

@@ -1,7 +1,7 @@
 use std::sync::Arc;
 
 use chat_auth::Auth;
-use chat_engine::Engine;
+use chat_engine::{CancellationToken, Engine};
 use chat_gateway::{Config, Gateway};
 use chat_telemetry::{Metrics, config_error, healthcheck, parse_config, parse_config_from};
 
@@ -20,7 +20,8 @@ async fn main() -> std::io::Result<()> {
             "chat-gateway needs Redis (redis://host:6379)",
         );
     }
-    let engine = Engine::from_config(&config.engine)
+    // The engine's tasks live as long as the process (a shutdown token comes later).
+    let engine = Engine::from_config(&config.engine, CancellationToken::new())
         .unwrap_or_else(|e| config_error("CHAT_REDIS_URL", &e.to_string()));
     let auth = Auth::from_config(&config.auth, false)
         .unwrap_or_else(|e| config_error(e.setting, &e.message));

@@ -149,7 +149,7 @@ impl Realtime {
         engine.start_bus(Arc::downgrade(&handler)).await?;
         tokio::spawn(refresh_presence(
             Arc::downgrade(&hub),
-            engine.presence_refresh_every(),
+            engine.presence().refresh_every(),
         ));
         Ok(Arc::new(Realtime {
             hub,
@@ -218,7 +218,7 @@ impl Realtime {
     }
 
     pub async fn ready(&self) -> bool {
-        !self.is_draining() && self.hub.engine().ready().await
+        !self.is_draining() && self.hub.engine().ready()
     }
 }
 
@@ -419,10 +419,7 @@ pub async fn run(
     rt: Arc<Realtime>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    chat_telemetry::spawn_engine_probe(
-        rt.metrics.clone(),
-        chat_telemetry::ready_fn(rt.hub.clone(), |h| async move { h.engine().ready().await }),
-    );
+    chat_telemetry::spawn_engine_gauge(rt.metrics.clone(), rt.hub.engine().readiness());
     let timeout = rt.limits.handshake_timeout();
     let app = chat_telemetry::with_ops(router(rt.clone()), ops(&rt), internal, timeout);
     let edge = edge(&rt);
