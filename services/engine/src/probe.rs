@@ -7,6 +7,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use redis::{PushInfo, PushKind};
+use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -75,8 +77,8 @@ pub fn redacted(url: &str) -> String {
     }
 }
 
-/// Pings every [`EVERY`], and at once when the bus saw a disconnection, until `cancel`
-/// is cancelled. Each answer (with the bus's state) becomes the engine's readiness:
+/// Pings every [`EVERY`], and at once when the command connection or the bus saw a
+/// disconnection (which also means not ready at once), until `cancel` is cancelled. Each answer (with the bus's state) becomes the engine's readiness:
 /// this is the one place that asks Redis whether it is there, for `/readyz`, the
 /// `chat_engine_ready` gauge and the log alike. Pinging also makes redis-rs reconnect
 /// the command connection before a client needs it.
@@ -91,6 +93,7 @@ pub async fn run(
 
 async fn ping(engine: &RedisEngine, url: String, ready: watch::Sender<bool>) {
     let mut outage = Outage::default();
+    let mut drops = engine.take_cmd_drops();
     loop {
         let answer = engine.ping(PING_TIMEOUT).await;
         let now = answer.is_ok() && engine.bus_ok();
@@ -117,7 +120,24 @@ async fn ping(engine: &RedisEngine, url: String, ready: watch::Sender<bool>) {
         tokio::select! {
             () = tokio::time::sleep(EVERY) => {}
             () = engine.probe_requested() => {}
+            push = next(&mut drops) => match push {
+                // Redis went away (or restarted) under us: not ready until a ping on
+                // the new connection answers, even when Redis is back before it.
+                Some(p) if p.kind == PushKind::Disconnection => {
+                    ready.send_if_modified(|r| std::mem::replace(r, false));
+                }
+                Some(_) => {}
+                None => drops = None,
+            },
         }
+    }
+}
+
+/// The next push, or never when there is no receiver.
+async fn next(drops: &mut Option<UnboundedReceiver<PushInfo>>) -> Option<PushInfo> {
+    match drops {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
     }
 }
 

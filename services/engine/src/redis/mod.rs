@@ -34,7 +34,10 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Client, ConnectionInfo, IntoConnectionInfo, ProtocolVersion, TlsCertificates};
+use redis::{
+    Client, ConnectionInfo, IntoConnectionInfo, ProtocolVersion, PushInfo, TlsCertificates,
+};
+use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -96,7 +99,12 @@ impl Keys {
 
 pub struct RedisEngine {
     client3: Client,
+    /// Commands. RESP3, like the bus: redis-rs then hears at once when the connection
+    /// drops (a Redis restart) and reconnects before the next command needs it, and
+    /// the probe hears it too.
     cmd: ConnectionManager,
+    /// The command connection's disconnections, until the probe takes them.
+    cmd_drops: Mutex<Option<UnboundedReceiver<PushInfo>>>,
     sub: OnceLock<ConnectionManager>,
     /// The pub/sub channels we want, re-issued after an outage.
     wanted: Mutex<HashSet<String>>,
@@ -193,17 +201,21 @@ impl RedisEngine {
             .into_connection_info()
             .map_err(|e| EngineError::Config(e.to_string()))?;
         let ca = config.redis_ca_file.as_ref().map(|pem| pem.0.as_slice());
-        let client = open_client(info.clone(), ca)?;
         let redis3 = info
             .redis_settings()
             .clone()
             .set_protocol(ProtocolVersion::RESP3);
         let client3 = open_client(info.set_redis_settings(redis3), ca)?;
-        let cmd = ConnectionManager::new_lazy_with_config(client, manager_config())
-            .map_err(|e| EngineError::Internal(e.to_string()))?;
+        let (drops, cmd_drops) = tokio::sync::mpsc::unbounded_channel();
+        let cmd = ConnectionManager::new_lazy_with_config(
+            client3.clone(),
+            manager_config().set_push_sender(drops),
+        )
+        .map_err(|e| EngineError::Internal(e.to_string()))?;
         Ok(Self {
             client3,
             cmd,
+            cmd_drops: Mutex::new(Some(cmd_drops)),
             sub: OnceLock::new(),
             wanted: Mutex::new(HashSet::new()),
             bus_up: AtomicBool::new(false),
@@ -240,6 +252,12 @@ impl RedisEngine {
     /// The probe's last answer, and every change of it.
     pub fn readiness(&self) -> watch::Receiver<bool> {
         self.ready.clone()
+    }
+
+    /// The command connection's pushes (only disconnections: it subscribes to
+    /// nothing); the first caller (the probe) gets them.
+    pub(crate) fn take_cmd_drops(&self) -> Option<UnboundedReceiver<PushInfo>> {
+        self.cmd_drops.lock().take()
     }
 
     /// Resolves when the bus asks for a ping before the next tick.
