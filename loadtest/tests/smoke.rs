@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use chat_auth::{Auth, AuthConfig, LimitsConfig};
-use chat_engine::{Engine, EngineConfig};
+use chat_engine::{CancellationToken, Engine, EngineConfig};
 use chat_gateway::Gateway;
 use chat_realtime::{Options, Realtime};
 use chat_telemetry::{Metrics, Shutdown};
@@ -63,7 +63,11 @@ async fn spawn_chat() -> SocketAddr {
 }
 
 async fn spawn_realtime(redis_url: &str) -> SocketAddr {
-    let engine = Engine::from_config(&engine_config(Some(redis_url.into()))).unwrap();
+    let engine = Engine::from_config(
+        &engine_config(Some(redis_url.into())),
+        CancellationToken::new(),
+    )
+    .unwrap();
     let rt = Realtime::start(
         engine,
         auth(),
@@ -80,7 +84,11 @@ async fn spawn_realtime(redis_url: &str) -> SocketAddr {
 }
 
 async fn spawn_gateway(redis_url: &str) -> SocketAddr {
-    let engine = Engine::from_config(&engine_config(Some(redis_url.into()))).unwrap();
+    let engine = Engine::from_config(
+        &engine_config(Some(redis_url.into())),
+        CancellationToken::new(),
+    )
+    .unwrap();
     let gw = Gateway::new(
         engine,
         auth(),

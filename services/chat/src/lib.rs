@@ -70,10 +70,12 @@ impl Chat {
         options: Options,
         shutdown: Shutdown,
     ) -> Result<Chat, StartError> {
-        let engine_impl = Engine::from_config(engine).map_err(|e| StartError::Config {
-            setting: "CHAT_REDIS_URL",
-            message: e.to_string(),
-        })?;
+        // The engine's probe and bus end when the process is done.
+        let engine_impl =
+            Engine::from_config(engine, shutdown.done_token()).map_err(|e| StartError::Config {
+                setting: "CHAT_REDIS_URL",
+                message: e.to_string(),
+            })?;
         let auth = Arc::new(
             Auth::from_config(auth, true).map_err(|e| StartError::Config {
                 setting: e.setting,
@@ -117,13 +119,9 @@ pub async fn run(
     chat: Chat,
 ) -> std::io::Result<()> {
     let shutdown = chat.realtime.shutdown.clone();
-    chat_telemetry::spawn_engine_probe(
+    chat_telemetry::spawn_engine_gauge(
         chat.gateway.metrics.clone(),
-        chat_telemetry::ready_fn(
-            chat.gateway.engine.clone(),
-            |e| async move { e.ready().await },
-        ),
-        &shutdown,
+        chat.gateway.engine.readiness(),
     );
     let timeout = chat.realtime.limits.handshake_timeout();
     let app = chat_telemetry::with_ops(chat.router(), chat.ops(), internal, timeout, &shutdown);

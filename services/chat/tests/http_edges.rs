@@ -484,8 +484,11 @@ async fn every_error_answer_of_the_split_deployment_is_the_json_error() {
     probes.extend(ws_refusals());
     assert_walk(walk(realtime, &probes).await, "chat-realtime");
 
-    // Not ready is an error answer too.
+    // Not ready is an error answer too. Readiness is what the engine's probe saw last,
+    // so it turns within about two seconds, not at the instant Redis dies.
     redis.stop();
+    common::wait_status(&format!("http://{gateway}/readyz"), 503).await;
+    common::wait_status(&format!("http://{realtime}/readyz"), 503).await;
     let readyz = [probe("GET", "/readyz", 503)];
     assert_walk(walk(gateway, &readyz).await, "chat-gateway /readyz");
     assert_walk(walk(realtime, &readyz).await, "chat-realtime /readyz");

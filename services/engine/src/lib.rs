@@ -2,28 +2,50 @@
 //!
 //! - [`Engine`]: the one interface the gateway and the realtime hub use: publish (append
 //!   to the channel's history and publish, atomically), subscribe / unsubscribe, read
-//!   history, broadcast typing and control commands.
-//! - [`redis`]: the Redis implementation (Lua script over a hash, a Stream and PUBLISH;
-//!   RESP3 pub/sub that reconnects and resubscribes by itself).
+//!   history, broadcast typing and control commands, readiness.
+//! - [`presence`]: the engine's presence part ([`Engine::presence`]): who is online in
+//!   a room.
+//! - [`redis`]: the Redis implementation (`store`, `presence` and `bus` parts, Lua
+//!   scripts in files; RESP3 pub/sub that reconnects and resubscribes by itself).
 //! - [`memory`]: the same behaviour in-process, for the all-in-one `chat` binary.
 //! - [`bus`]: what subscribers receive, and the [`BusHandler`] they implement.
 //! - [`epoch`]: epochs, which change when a channel's history is lost.
 //! - [`config`]: the engine's settings (`CHAT_REDIS_URL`, history size and TTL).
-//! - [`probe`]: pings Redis and says in the log when it is unreachable and when back.
+//! - [`probe`]: pings Redis, keeps the engine's readiness and says in the log when
+//!   Redis is unreachable and when back.
+//!
+//! The Redis engine's background tasks (probe, bus listener, bus watchdog) run until
+//! the [`CancellationToken`] given to [`Engine::from_config`] is cancelled.
+
+/// Calls the same method on whichever engine it is.
+macro_rules! dispatch {
+    ($self:expr, $e:ident => $call:expr) => {
+        match $self {
+            Engine::Memory($e) => $call,
+            Engine::Redis($e) => $call,
+        }
+    };
+}
 
 pub mod bus;
 pub mod config;
 pub mod epoch;
 pub mod memory;
+pub mod presence;
 pub mod probe;
 pub mod redis;
 
 use std::sync::Arc;
 
 use chat_protocol::{ErrorCode, Message, ProtocolError};
+use tokio::sync::watch;
 
 pub use bus::{BusHandler, Control, Envelope, PresenceEvent, TraceContext};
 pub use config::{EngineConfig, PemFile};
+pub use presence::{Presence, PresenceEntry};
+/// What stops the engine's background tasks; re-exported so callers need no
+/// `tokio-util` of their own.
+pub use tokio_util::sync::CancellationToken;
 
 /// What a publisher asks to store and deliver on one channel.
 #[derive(Debug, Clone)]
@@ -45,14 +67,6 @@ pub fn now_us() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_micros() as u64)
         .unwrap_or(0)
-}
-
-/// One live connection in one room: what a replica keeps alive in presence.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PresenceEntry {
-    pub room: String,
-    pub user: String,
-    pub conn: String,
 }
 
 /// A channel's epoch and the seq of its newest message (0 when it has none).
@@ -116,25 +130,20 @@ pub enum Engine {
     Redis(Arc<redis::RedisEngine>),
 }
 
-macro_rules! dispatch {
-    ($self:ident, $e:ident => $call:expr) => {
-        match $self {
-            Engine::Memory($e) => $call,
-            Engine::Redis($e) => $call,
-        }
-    };
-}
-
 impl Engine {
     /// Builds the engine the configuration names: Redis when `CHAT_REDIS_URL` is set,
-    /// memory otherwise.
-    pub fn from_config(config: &EngineConfig) -> Result<Engine> {
+    /// memory otherwise. The Redis engine's probe starts at once (it needs a Tokio
+    /// runtime; outside one the engine never reports ready), and every background task
+    /// ends when `cancel` is cancelled.
+    pub fn from_config(config: &EngineConfig, cancel: CancellationToken) -> Result<Engine> {
         match &config.redis_url {
             Some(url) => {
-                let engine = Arc::new(redis::RedisEngine::new(url, config)?);
+                let (ready_tx, ready) = watch::channel(false);
+                let engine = Arc::new(redis::RedisEngine::new(url, config, cancel.clone(), ready)?);
                 // Outside a runtime (a unit test) there is nobody to ping for.
                 if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                    rt.spawn(probe::run(Arc::downgrade(&engine), probe::redacted(url)));
+                    let url = probe::redacted(url);
+                    rt.spawn(probe::run(engine.clone(), url, ready_tx, cancel));
                 }
                 Ok(Engine::Redis(engine))
             }
@@ -188,53 +197,15 @@ impl Engine {
         dispatch!(self, e => e.publish_control(control).await)
     }
 
-    /// Records a connection in a room's presence; true when it is the user's first
-    /// live connection there (so a `presence` join is due).
-    pub async fn presence_join(&self, entry: &PresenceEntry) -> Result<bool> {
-        dispatch!(self, e => e.presence_join(entry).await)
-    }
-
-    /// Removes a connection from a room's presence; true when it was the user's last.
-    pub async fn presence_leave(&self, entry: &PresenceEntry) -> Result<bool> {
-        dispatch!(self, e => e.presence_leave(entry).await)
-    }
-
-    /// Keeps this replica's entries alive; an entry not refreshed within
-    /// `CHAT_PRESENCE_TTL_SECS` stops counting.
-    pub async fn presence_refresh(&self, entries: &[PresenceEntry]) -> Result<()> {
-        dispatch!(self, e => e.presence_refresh(entries).await)
-    }
-
-    /// Removes users whose entries all expired (their replica died); returns them so
-    /// their `presence` leave can be announced.
-    pub async fn presence_sweep(&self, room: &str) -> Result<Vec<String>> {
-        dispatch!(self, e => e.presence_sweep(room).await)
-    }
-
     /// Whether `user` has a live connection on some replica: its personal channel
     /// `@user` is subscribed exactly while it has one.
     pub async fn is_connected(&self, user: &str) -> Result<bool> {
         dispatch!(self, e => e.is_subscribed(&format!("@{user}")).await)
     }
 
-    /// The users online in a room, sorted.
-    pub async fn presence(&self, room: &str) -> Result<Vec<String>> {
-        dispatch!(self, e => e.presence(room).await)
-    }
-
-    /// Broadcasts a presence change to the room's subscribers; never stored.
-    pub async fn publish_presence(
-        &self,
-        room: &str,
-        user: &str,
-        event: PresenceEvent,
-    ) -> Result<()> {
-        dispatch!(self, e => e.publish_presence(room, user, event).await)
-    }
-
-    /// How often a replica should refresh its presence entries.
-    pub fn presence_refresh_every(&self) -> std::time::Duration {
-        dispatch!(self, e => e.presence_ttl / 3)
+    /// Presence: join, leave, refresh, sweep, list and announce.
+    pub fn presence(&self) -> Presence<'_> {
+        Presence(self)
     }
 
     /// Connects the bus to its one consumer (a realtime hub). Call once.
@@ -242,8 +213,16 @@ impl Engine {
         dispatch!(self, e => e.start_bus(handler).await)
     }
 
-    /// True while the store answers (and the bus is connected, once started).
-    pub async fn ready(&self) -> bool {
-        dispatch!(self, e => e.ready().await)
+    /// True while the store answers (and the bus is connected, once started), as the
+    /// probe saw it last (at most about two seconds ago). The memory engine is always
+    /// ready.
+    pub fn ready(&self) -> bool {
+        *self.readiness().borrow()
+    }
+
+    /// [`ready`](Self::ready), and every change of it: to wait for it, or to mirror it
+    /// into a gauge.
+    pub fn readiness(&self) -> watch::Receiver<bool> {
+        dispatch!(self, e => e.readiness())
     }
 }

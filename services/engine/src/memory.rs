@@ -1,19 +1,22 @@
 //! The in-memory engine: one process, no Redis, the same behaviour as [`crate::redis`].
 //!
 //! Each channel keeps a ring buffer of its last `history_size` messages. Publishing
-//! assigns the seq and hands the message to the hub under the channel table's lock, so
-//! concurrent publishers cannot deliver out of seq order.
+//! assigns the seq and queues the message for the hub under the channel table's lock,
+//! so the queue is in seq order whatever the publishers' race; the queue is handed to
+//! the hub after every lock is released (see [`MemoryEngine::deliver`]), so a handler
+//! may call back into the engine.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::Weak;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use chat_protocol::{Message, now_ms};
 use parking_lot::{Mutex, RwLock};
+use tokio::sync::watch;
 
 use crate::{
-    BusHandler, Control, EngineConfig, Head, History, PresenceEntry, PresenceEvent, Publication,
-    Range, Result,
+    BusHandler, Control, EngineConfig, Envelope, Head, History, PresenceEntry, PresenceEvent,
+    Publication, Range, Result,
 };
 
 struct ChannelLog {
@@ -23,15 +26,69 @@ struct ChannelLog {
     touched: Instant,
 }
 
+/// What the hub is handed, in the order the engine decided.
+enum Delivery {
+    Published(Message, Envelope),
+    Typing {
+        channel: String,
+        user: String,
+    },
+    Presence {
+        channel: String,
+        user: String,
+        event: PresenceEvent,
+    },
+    Control(Control),
+}
+
+impl Delivery {
+    fn hand_to(self, h: &dyn BusHandler) {
+        match self {
+            Delivery::Published(m, envelope) => h.on_published(m, envelope),
+            Delivery::Typing { channel, user } => h.on_typing(&channel, &user),
+            Delivery::Presence {
+                channel,
+                user,
+                event,
+            } => h.on_presence(&channel, &user, event),
+            Delivery::Control(c) => h.on_control(c),
+        }
+    }
+}
+
+#[derive(Default)]
+struct Outbox {
+    queue: VecDeque<Delivery>,
+    /// Someone is handing the queue to the hub; whoever queues more leaves it to them.
+    draining: bool,
+}
+
+/// Clears `draining` if a handler panics, so later deliveries are not stuck behind it.
+struct PanicGuard<'a>(&'a Mutex<Outbox>);
+
+impl Drop for PanicGuard<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.lock().draining = false;
+        }
+    }
+}
+
 pub struct MemoryEngine {
     channels: Mutex<HashMap<String, ChannelLog>>,
     subscribed: RwLock<HashSet<String>>,
     handler: RwLock<Option<Weak<dyn BusHandler>>>,
+    /// Deliveries not yet handed to the hub. Lock order: `channels`, `subscribed`,
+    /// `outbox`; none is held while a handler runs.
+    outbox: Mutex<Outbox>,
     /// room → user → connections. One process: nothing can die without us.
     presence: Mutex<HashMap<String, HashMap<String, HashSet<String>>>>,
     pub(crate) presence_ttl: Duration,
     history_size: usize,
     ttl: Duration,
+    /// Always true: one process, nothing to lose touch with. No sender is kept, so the
+    /// value never changes.
+    ready: watch::Receiver<bool>,
 }
 
 impl MemoryEngine {
@@ -40,23 +97,53 @@ impl MemoryEngine {
             channels: Mutex::new(HashMap::new()),
             subscribed: RwLock::new(HashSet::new()),
             handler: RwLock::new(None),
+            outbox: Mutex::new(Outbox::default()),
             presence: Mutex::new(HashMap::new()),
             presence_ttl: Duration::from_secs(config.presence_ttl_secs),
             history_size: config.history_size as usize,
             ttl: Duration::from_secs(config.history_ttl_secs),
+            ready: watch::channel(true).1,
         }
     }
 
-    fn handler(&self) -> Option<std::sync::Arc<dyn BusHandler>> {
+    fn handler(&self) -> Option<Arc<dyn BusHandler>> {
         self.handler.read().as_ref().and_then(Weak::upgrade)
     }
 
-    /// The handler, if `channel` is subscribed.
-    fn handler_of(&self, channel: &str) -> Option<std::sync::Arc<dyn BusHandler>> {
-        if self.subscribed.read().contains(channel) {
-            self.handler()
-        } else {
-            None
+    fn is_wanted(&self, channel: &str) -> bool {
+        self.subscribed.read().contains(channel)
+    }
+
+    fn queue(&self, d: Delivery) {
+        self.outbox.lock().queue.push_back(d);
+    }
+
+    /// Hands the queued deliveries to the hub, with no lock of the engine held, so a
+    /// handler may publish, subscribe or read from inside its callback. One caller
+    /// drains at a time, which keeps the queue's order; a caller that finds someone
+    /// draining (another publisher, or a handler calling back into the engine) leaves
+    /// its deliveries to them and returns.
+    fn deliver(&self) {
+        let mut batch = {
+            let mut outbox = self.outbox.lock();
+            if outbox.draining || outbox.queue.is_empty() {
+                return;
+            }
+            outbox.draining = true;
+            std::mem::take(&mut outbox.queue)
+        };
+        let _guard = PanicGuard(&self.outbox);
+        loop {
+            match self.handler() {
+                Some(h) => batch.drain(..).for_each(|d| d.hand_to(&*h)),
+                None => batch.clear(),
+            }
+            let mut outbox = self.outbox.lock();
+            if outbox.queue.is_empty() {
+                outbox.draining = false;
+                return;
+            }
+            std::mem::swap(&mut batch, &mut outbox.queue);
         }
     }
 
@@ -85,6 +172,14 @@ impl MemoryEngine {
     }
 
     pub async fn publish(&self, p: Publication) -> Result<Message> {
+        let message = self.store(p);
+        self.deliver();
+        Ok(message)
+    }
+
+    /// Assigns the seq, appends to history and queues the delivery, in one step under
+    /// the channel table's lock: queue order is seq order.
+    fn store(&self, p: Publication) -> Message {
         let mut channels = self.channels.lock();
         let log = Self::log(&mut channels, &p.channel, self.ttl);
         log.seq += 1;
@@ -103,16 +198,14 @@ impl MemoryEngine {
             log.messages.pop_front();
         }
         log.messages.push_back(message.clone());
-        // Delivered under the lock: the next publish on this engine waits, so the hub
-        // sees every channel's messages in seq order.
-        if let Some(h) = self.handler_of(&message.room) {
-            let envelope = crate::Envelope {
+        if self.is_wanted(&message.room) {
+            let envelope = Envelope {
                 trace: p.trace,
                 published_us: Some(crate::now_us()),
             };
-            h.on_published(message.clone(), envelope);
+            self.queue(Delivery::Published(message.clone(), envelope));
         }
-        Ok(message)
+        message
     }
 
     pub async fn head(&self, channel: &str) -> Result<Head> {
@@ -171,16 +264,19 @@ impl MemoryEngine {
     }
 
     pub async fn publish_typing(&self, channel: &str, user: &str) -> Result<()> {
-        if let Some(h) = self.handler_of(channel) {
-            h.on_typing(channel, user);
+        if self.is_wanted(channel) {
+            self.queue(Delivery::Typing {
+                channel: channel.to_owned(),
+                user: user.to_owned(),
+            });
+            self.deliver();
         }
         Ok(())
     }
 
     pub async fn publish_control(&self, control: &Control) -> Result<()> {
-        if let Some(h) = self.handler() {
-            h.on_control(control.clone());
-        }
+        self.queue(Delivery::Control(control.clone()));
+        self.deliver();
         Ok(())
     }
 
@@ -223,7 +319,7 @@ impl MemoryEngine {
         Ok(Vec::new())
     }
 
-    pub async fn presence(&self, room: &str) -> Result<Vec<String>> {
+    pub async fn presence_list(&self, room: &str) -> Result<Vec<String>> {
         let mut users: Vec<String> = self
             .presence
             .lock()
@@ -240,8 +336,13 @@ impl MemoryEngine {
         user: &str,
         event: PresenceEvent,
     ) -> Result<()> {
-        if let Some(h) = self.handler_of(room) {
-            h.on_presence(room, user, event);
+        if self.is_wanted(room) {
+            self.queue(Delivery::Presence {
+                channel: room.to_owned(),
+                user: user.to_owned(),
+                event,
+            });
+            self.deliver();
         }
         Ok(())
     }
@@ -251,7 +352,139 @@ impl MemoryEngine {
         Ok(())
     }
 
-    pub async fn ready(&self) -> bool {
-        true
+    pub fn readiness(&self) -> watch::Receiver<bool> {
+        self.ready.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+
+    use futures_util::FutureExt;
+
+    use super::*;
+
+    fn publication(channel: &str, text: &str) -> Publication {
+        Publication {
+            channel: channel.into(),
+            from: "alice".into(),
+            text: text.into(),
+            to: None,
+            cid: None,
+            trace: None,
+        }
+    }
+
+    /// The memory engine never waits, so its futures finish on the first poll.
+    fn now<T>(f: impl Future<Output = T>) -> T {
+        f.now_or_never().expect("the memory engine never waits")
+    }
+
+    /// Runs `f` on a thread of its own and fails if it has not finished in 5 s.
+    fn without_deadlock(f: impl FnOnce() + Send + 'static) {
+        let (done, finished) = mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            f();
+            let _ = done.send(());
+        });
+        match finished.recv_timeout(Duration::from_secs(5)) {
+            Ok(()) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                std::panic::resume_unwind(thread.join().expect_err("it did not finish"))
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => panic!("deadlock: still running after 5 s"),
+        }
+    }
+
+    /// Records what it is handed; a "ping" makes it subscribe to `pongs` and publish a
+    /// "pong" there, and a typing notice, from inside its callback.
+    struct Echo {
+        engine: Arc<MemoryEngine>,
+        got: Mutex<Vec<(String, u64, String)>>,
+        typing: Mutex<Vec<String>>,
+    }
+
+    impl BusHandler for Echo {
+        fn on_published(&self, m: Message, _: Envelope) {
+            self.got
+                .lock()
+                .push((m.room.clone(), m.seq, m.text.clone()));
+            if m.text == "ping" {
+                now(self.engine.subscribe("pongs")).unwrap();
+                now(self.engine.publish(publication("pongs", "pong"))).unwrap();
+                now(self.engine.publish_typing("pings", "echo")).unwrap();
+                let seen = now(self
+                    .engine
+                    .history(&m.room, Range::After { seq: 0, limit: 10 }));
+                assert_eq!(seen.unwrap().head.seq, m.seq);
+            }
+        }
+        fn on_typing(&self, _: &str, user: &str) {
+            self.typing.lock().push(user.to_owned());
+        }
+        fn on_presence(&self, _: &str, _: &str, _: PresenceEvent) {}
+        fn on_control(&self, _: Control) {}
+        fn on_bus_restored(&self) {}
+    }
+
+    fn echo() -> (Arc<MemoryEngine>, Arc<Echo>) {
+        let engine = Arc::new(MemoryEngine::new(&EngineConfig::default()));
+        let echo = Arc::new(Echo {
+            engine: engine.clone(),
+            got: Mutex::new(Vec::new()),
+            typing: Mutex::new(Vec::new()),
+        });
+        let handler: Arc<dyn BusHandler> = echo.clone();
+        now(engine.start_bus(Arc::downgrade(&handler))).unwrap();
+        (engine, echo)
+    }
+
+    #[test]
+    fn a_handler_may_publish_and_subscribe_from_inside_its_callback() {
+        without_deadlock(|| {
+            let (engine, echo) = echo();
+            now(engine.subscribe("pings")).unwrap();
+            now(engine.publish(publication("pings", "ping"))).unwrap();
+            // The callback's own deliveries follow the one it was handed, before the
+            // outer publish returns (nobody else was delivering).
+            assert_eq!(
+                *echo.got.lock(),
+                vec![
+                    ("pings".to_owned(), 1, "ping".to_owned()),
+                    ("pongs".to_owned(), 1, "pong".to_owned()),
+                ]
+            );
+            assert_eq!(*echo.typing.lock(), vec!["echo".to_owned()]);
+        });
+    }
+
+    #[test]
+    fn concurrent_publishers_are_delivered_in_seq_order_per_channel() {
+        without_deadlock(|| {
+            let (engine, echo) = echo();
+            for c in ["a", "b"] {
+                now(engine.subscribe(c)).unwrap();
+            }
+            let threads: Vec<_> = (0..4)
+                .map(|t| {
+                    let engine = engine.clone();
+                    std::thread::spawn(move || {
+                        for i in 0..250 {
+                            let c = if (t + i) % 2 == 0 { "a" } else { "b" };
+                            now(engine.publish(publication(c, "x"))).unwrap();
+                        }
+                    })
+                })
+                .collect();
+            for t in threads {
+                t.join().unwrap();
+            }
+            let got = echo.got.lock();
+            for c in ["a", "b"] {
+                let seqs: Vec<u64> = got.iter().filter(|m| m.0 == c).map(|m| m.1).collect();
+                assert_eq!(seqs, (1..=500).collect::<Vec<_>>(), "channel {c}");
+            }
+        });
     }
 }

@@ -1,13 +1,23 @@
-//! The Redis engine's probe: it pings Redis every second, so an operator hears at once
-//! that Redis cannot be reached (and again every [`REPEAT`] while it lasts), and when it
-//! is back — a process that answers 503 with nothing in its log helps nobody.
+//! The Redis engine's probe: it pings Redis every second and keeps the engine's
+//! readiness (what `/readyz` and the `chat_engine_ready` gauge show), and an operator
+//! hears at once that Redis cannot be reached (and again every [`REPEAT`] while it
+//! lasts), and when it is back — a process that answers 503 with nothing in its log
+//! helps nobody.
 
-use std::sync::Weak;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use redis::{PushInfo, PushKind};
+use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use crate::redis::RedisEngine;
 
 const EVERY: Duration = Duration::from_secs(1);
+/// A ping slower than this counts as Redis gone: with [`EVERY`], readiness turns false
+/// within about two seconds even when Redis hangs rather than refuses.
+const PING_TIMEOUT: Duration = Duration::from_secs(1);
 /// While Redis stays unreachable, the warning is repeated this often, not every ping.
 pub const REPEAT: Duration = Duration::from_secs(30);
 
@@ -67,13 +77,27 @@ pub fn redacted(url: &str) -> String {
     }
 }
 
-/// Pings until the engine is dropped.
-pub async fn run(engine: Weak<RedisEngine>, url: String) {
+/// Pings every [`EVERY`], and at once when the command connection or the bus saw a
+/// disconnection (which also means not ready at once), until `cancel` is cancelled. Each answer (with the bus's state) becomes the engine's readiness:
+/// this is the one place that asks Redis whether it is there, for `/readyz`, the
+/// `chat_engine_ready` gauge and the log alike. Pinging also makes redis-rs reconnect
+/// the command connection before a client needs it.
+pub async fn run(
+    engine: Arc<RedisEngine>,
+    url: String,
+    ready: watch::Sender<bool>,
+    cancel: CancellationToken,
+) {
+    cancel.run_until_cancelled(ping(&engine, url, ready)).await;
+}
+
+async fn ping(engine: &RedisEngine, url: String, ready: watch::Sender<bool>) {
     let mut outage = Outage::default();
+    let mut drops = engine.take_cmd_drops();
     loop {
-        let Some(e) = engine.upgrade() else { return };
-        let answer = e.ping().await;
-        drop(e);
+        let answer = engine.ping(PING_TIMEOUT).await;
+        let now = answer.is_ok() && engine.bus_ok();
+        ready.send_if_modified(|r| std::mem::replace(r, now) != now);
         match (outage.ping(answer.is_ok(), Instant::now()), answer) {
             (Some(Report::Down), Err(err)) => tracing::warn!(
                 redis = url,
@@ -93,7 +117,27 @@ pub async fn run(engine: Weak<RedisEngine>, url: String) {
             ),
             _ => {}
         }
-        tokio::time::sleep(EVERY).await;
+        tokio::select! {
+            () = tokio::time::sleep(EVERY) => {}
+            () = engine.probe_requested() => {}
+            push = next(&mut drops) => match push {
+                // Redis went away (or restarted) under us: not ready until a ping on
+                // the new connection answers, even when Redis is back before it.
+                Some(p) if p.kind == PushKind::Disconnection => {
+                    ready.send_if_modified(|r| std::mem::replace(r, false));
+                }
+                Some(_) => {}
+                None => drops = None,
+            },
+        }
+    }
+}
+
+/// The next push, or never when there is no receiver.
+async fn next(drops: &mut Option<UnboundedReceiver<PushInfo>>) -> Option<PushInfo> {
+    match drops {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -5,8 +5,8 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use chat_engine::{
-    BusHandler, Control, Engine, EngineConfig, EngineError, Envelope, PresenceEntry, PresenceEvent,
-    Publication, Range,
+    BusHandler, CancellationToken, Control, Engine, EngineConfig, EngineError, Envelope,
+    PresenceEntry, PresenceEvent, Publication, Range,
 };
 use chat_protocol::Message;
 use chat_testkit::RedisServer;
@@ -69,7 +69,7 @@ where
     let redis = RedisServer::start();
     let mut cfg = config(history_size);
     cfg.redis_url = Some(redis.url());
-    test(Engine::from_config(&cfg).unwrap()).await;
+    test(Engine::from_config(&cfg, CancellationToken::new()).unwrap()).await;
 }
 
 /// Starts `engine`'s bus with a fresh recorder as its handler.
@@ -80,6 +80,27 @@ async fn recording(engine: &Engine) -> Arc<Recorder> {
         .await
         .unwrap();
     rec
+}
+
+/// Waits up to `secs` for the engine's readiness (what its probe saw last) to be `want`.
+async fn readiness_becomes(engine: &Engine, want: bool, secs: u64) {
+    let mut readiness = engine.readiness();
+    let became = tokio::time::timeout(
+        Duration::from_secs(secs),
+        readiness.wait_for(|&ready| ready == want),
+    )
+    .await;
+    assert!(
+        became.is_ok_and(|r| r.is_ok()),
+        "readiness not {want} within {secs} s"
+    );
+}
+
+/// Not ready, and still not after the probe has pinged again.
+async fn stays_unready(engine: &Engine, what: &str) {
+    assert!(!engine.ready(), "{what}");
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert!(!engine.ready(), "{what}");
 }
 
 async fn wait_for(mut cond: impl FnMut() -> bool) {
@@ -271,7 +292,7 @@ async fn losing_redis_data_changes_the_epoch() {
         redis_url: Some(redis.url()),
         ..config(100)
     };
-    let engine = Engine::from_config(&cfg).unwrap();
+    let engine = Engine::from_config(&cfg, CancellationToken::new()).unwrap();
     let before = engine.publish(publication("r", "one")).await.unwrap();
     redis.cli(&["FLUSHALL"]);
     let after = engine.publish(publication("r", "two")).await.unwrap();
@@ -291,7 +312,7 @@ async fn redis_restart_gives_unavailable_then_recovers_with_subscriptions() {
         redis_url: Some(redis.url()),
         ..config(100)
     };
-    let engine = Engine::from_config(&cfg).unwrap();
+    let engine = Engine::from_config(&cfg, CancellationToken::new()).unwrap();
     let rec = recording(&engine).await;
     engine.subscribe("r").await.unwrap();
     engine.publish(publication("r", "one")).await.unwrap();
@@ -300,19 +321,12 @@ async fn redis_restart_gives_unavailable_then_recovers_with_subscriptions() {
     redis.stop();
     let err = engine.publish(publication("r", "lost?")).await.unwrap_err();
     assert!(matches!(err, EngineError::Unavailable(_)), "{err:?}");
-    assert!(!engine.ready().await);
+    // Within about two seconds: /readyz must not send clients to a replica that has lost Redis.
+    readiness_becomes(&engine, false, 3).await;
 
     redis.start_again();
     // Readiness, publishing and delivery come back without any restart of ours.
-    let mut ready = false;
-    for _ in 0..100 {
-        if engine.ready().await {
-            ready = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(ready, "engine ready again after Redis came back");
+    readiness_becomes(&engine, true, 10).await;
     let m = engine.publish(publication("r", "two")).await.unwrap();
     assert_eq!(m.seq, 1, "a Redis without persistence starts a new epoch");
     wait_for(|| rec.messages.lock().iter().any(|m| m.text == "two")).await;
@@ -329,7 +343,7 @@ async fn a_bad_redis_url_is_a_configuration_error() {
         ..config(10)
     };
     assert!(matches!(
-        Engine::from_config(&cfg),
+        Engine::from_config(&cfg, CancellationToken::new()),
         Err(EngineError::Config(_))
     ));
 }
@@ -347,61 +361,75 @@ async fn presence_counts_users_not_tabs() {
     both(10, |engine| async move {
         assert!(
             engine
-                .presence_join(&entry("r", "alice", "c1"))
+                .presence()
+                .join(&entry("r", "alice", "c1"))
                 .await
                 .unwrap(),
             "first tab"
         );
         assert!(
             !engine
-                .presence_join(&entry("r", "alice", "c2"))
+                .presence()
+                .join(&entry("r", "alice", "c2"))
                 .await
                 .unwrap(),
             "second tab"
         );
         assert!(
             engine
-                .presence_join(&entry("r", "bob", "b1"))
+                .presence()
+                .join(&entry("r", "bob", "b1"))
                 .await
                 .unwrap()
         );
         assert!(
             engine
-                .presence_join(&entry("other", "alice", "c1"))
+                .presence()
+                .join(&entry("other", "alice", "c1"))
                 .await
                 .unwrap(),
             "per room"
         );
-        assert_eq!(engine.presence("r").await.unwrap(), vec!["alice", "bob"]);
+        assert_eq!(
+            engine.presence().list("r").await.unwrap(),
+            vec!["alice", "bob"]
+        );
         assert!(
             !engine
-                .presence_leave(&entry("r", "alice", "c1"))
+                .presence()
+                .leave(&entry("r", "alice", "c1"))
                 .await
                 .unwrap(),
             "a tab is left"
         );
         assert!(
             engine
-                .presence_leave(&entry("r", "alice", "c2"))
+                .presence()
+                .leave(&entry("r", "alice", "c2"))
                 .await
                 .unwrap(),
             "last tab"
         );
         assert!(
             !engine
-                .presence_leave(&entry("r", "alice", "c2"))
+                .presence()
+                .leave(&entry("r", "alice", "c2"))
                 .await
                 .unwrap(),
             "only once"
         );
-        assert_eq!(engine.presence("r").await.unwrap(), vec!["bob"]);
-        assert_eq!(engine.presence("other").await.unwrap(), vec!["alice"]);
-        assert!(engine.presence("empty").await.unwrap().is_empty());
+        assert_eq!(engine.presence().list("r").await.unwrap(), vec!["bob"]);
+        assert_eq!(
+            engine.presence().list("other").await.unwrap(),
+            vec!["alice"]
+        );
+        assert!(engine.presence().list("empty").await.unwrap().is_empty());
 
         let rec = recording(&engine).await;
         engine.subscribe("r").await.unwrap();
         engine
-            .publish_presence("r", "bob", PresenceEvent::Leave)
+            .presence()
+            .publish("r", "bob", PresenceEvent::Leave)
             .await
             .unwrap();
         wait_for(|| !rec.presence.lock().is_empty()).await;
@@ -421,49 +449,57 @@ async fn presence_of_a_dead_replica_expires_and_is_swept_once() {
         presence_ttl_secs: 3,
         ..config(10)
     };
-    let engine = Engine::from_config(&cfg).unwrap();
+    let engine = Engine::from_config(&cfg, CancellationToken::new()).unwrap();
     engine
-        .presence_join(&entry("r", "alive", "a1"))
+        .presence()
+        .join(&entry("r", "alive", "a1"))
         .await
         .unwrap();
     engine
-        .presence_join(&entry("r", "dead", "d1"))
+        .presence()
+        .join(&entry("r", "dead", "d1"))
         .await
         .unwrap();
     for _ in 0..4 {
         tokio::time::sleep(Duration::from_millis(1000)).await;
         // Only the live replica refreshes; "dead"'s replica was killed.
         engine
-            .presence_refresh(&[entry("r", "alive", "a1")])
+            .presence()
+            .refresh(&[entry("r", "alive", "a1")])
             .await
             .unwrap();
     }
-    assert_eq!(engine.presence("r").await.unwrap(), vec!["alive"]);
-    assert_eq!(engine.presence_sweep("r").await.unwrap(), vec!["dead"]);
+    assert_eq!(engine.presence().list("r").await.unwrap(), vec!["alive"]);
+    assert_eq!(engine.presence().sweep("r").await.unwrap(), vec!["dead"]);
     assert!(
-        engine.presence_sweep("r").await.unwrap().is_empty(),
+        engine.presence().sweep("r").await.unwrap().is_empty(),
         "announced once"
     );
     // A refresh racing a leave does not bring the entry back.
     engine
-        .presence_leave(&entry("r", "alive", "a1"))
+        .presence()
+        .leave(&entry("r", "alive", "a1"))
         .await
         .unwrap();
     engine
-        .presence_refresh(&[entry("r", "alive", "a1")])
+        .presence()
+        .refresh(&[entry("r", "alive", "a1")])
         .await
         .unwrap();
-    assert!(engine.presence("r").await.unwrap().is_empty());
+    assert!(engine.presence().list("r").await.unwrap().is_empty());
 }
 
 #[tokio::test]
 async fn a_password_protected_redis_works_with_the_password_in_the_url() {
     let redis = RedisServer::start_with(&["--requirepass", "s3cret-pass"]);
     let with = format!("redis://:s3cret-pass@127.0.0.1:{}/", redis.port);
-    let engine = Engine::from_config(&EngineConfig {
-        redis_url: Some(with),
-        ..config(10)
-    })
+    let engine = Engine::from_config(
+        &EngineConfig {
+            redis_url: Some(with),
+            ..config(10)
+        },
+        CancellationToken::new(),
+    )
     .unwrap();
     let rec = recording(&engine).await;
     engine.subscribe("r").await.unwrap();
@@ -476,18 +512,21 @@ async fn a_password_protected_redis_works_with_the_password_in_the_url() {
         1
     );
     wait_for(|| rec.messages.lock().len() == 1).await;
-    assert!(engine.ready().await);
+    readiness_becomes(&engine, true, 3).await;
 
-    let without = Engine::from_config(&EngineConfig {
-        redis_url: Some(redis.url()),
-        ..config(10)
-    })
+    let without = Engine::from_config(
+        &EngineConfig {
+            redis_url: Some(redis.url()),
+            ..config(10)
+        },
+        CancellationToken::new(),
+    )
     .unwrap();
     assert!(matches!(
         without.publish(publication("r", "x")).await,
         Err(EngineError::Unavailable(_))
     ));
-    assert!(!without.ready().await);
+    stays_unready(&without, "without the password").await;
 }
 
 #[tokio::test]
@@ -516,11 +555,14 @@ async fn rediss_with_an_acl_user_and_a_private_ca_works_and_nothing_less_does() 
         std::fs::read(tls.join("ca.crt")).unwrap(),
     ));
 
-    let engine = Engine::from_config(&EngineConfig {
-        redis_url: Some(url("chat:pw@")),
-        redis_ca_file: ca.clone(),
-        ..config(10)
-    })
+    let engine = Engine::from_config(
+        &EngineConfig {
+            redis_url: Some(url("chat:pw@")),
+            redis_ca_file: ca.clone(),
+            ..config(10)
+        },
+        CancellationToken::new(),
+    )
     .unwrap();
     let rec = recording(&engine).await;
     engine.subscribe("r").await.unwrap();
@@ -532,7 +574,7 @@ async fn rediss_with_an_acl_user_and_a_private_ca_works_and_nothing_less_does() 
     assert_eq!(seq, 1);
     wait_for(|| rec.messages.lock().len() == 1).await;
     assert_eq!(rec.messages.lock()[0].text, "over tls");
-    assert!(engine.ready().await);
+    readiness_becomes(&engine, true, 3).await;
 
     // The server's certificate is not signed by a system root, the password is wrong,
     // or the client speaks plain text to the TLS port: each is refused, not ready.
@@ -541,11 +583,14 @@ async fn rediss_with_an_acl_user_and_a_private_ca_works_and_nothing_less_does() 
         (url("chat:wrong@"), ca.clone()),
         (format!("redis://chat:pw@127.0.0.1:{}/", redis.port), None),
     ] {
-        let engine = Engine::from_config(&EngineConfig {
-            redis_url: Some(url.clone()),
-            redis_ca_file: ca,
-            ..config(10)
-        })
+        let engine = Engine::from_config(
+            &EngineConfig {
+                redis_url: Some(url.clone()),
+                redis_ca_file: ca,
+                ..config(10)
+            },
+            CancellationToken::new(),
+        )
         .unwrap();
         assert!(
             matches!(
@@ -554,6 +599,6 @@ async fn rediss_with_an_acl_user_and_a_private_ca_works_and_nothing_less_does() 
             ),
             "{url}"
         );
-        assert!(!engine.ready().await, "{url}");
+        stays_unready(&engine, &url).await;
     }
 }

@@ -84,7 +84,7 @@ impl Gateway {
     }
 
     pub async fn ready(&self) -> bool {
-        !self.shutdown.is_stopping() && self.engine.ready().await
+        !self.shutdown.is_stopping() && self.engine.ready()
     }
 }
 
@@ -109,11 +109,7 @@ pub async fn run(
     gw: Arc<Gateway>,
 ) -> std::io::Result<()> {
     let shutdown = gw.shutdown.clone();
-    chat_telemetry::spawn_engine_probe(
-        gw.metrics.clone(),
-        chat_telemetry::ready_fn(gw.engine.clone(), |e| async move { e.ready().await }),
-        &shutdown,
-    );
+    chat_telemetry::spawn_engine_gauge(gw.metrics.clone(), gw.engine.readiness());
     let timeout = gw.handshake_timeout;
     let app = chat_telemetry::with_ops(router(gw.clone()), ops(&gw), internal, timeout, &shutdown);
     let edge = chat_telemetry::serve::Edge::new(timeout);

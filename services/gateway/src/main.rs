@@ -22,7 +22,9 @@ async fn main() -> std::io::Result<()> {
             "chat-gateway needs Redis (redis://host:6379)",
         );
     }
-    let engine = Engine::from_config(&config.engine)
+    // One stop for the whole process: the engine's probe and bus end when it is done.
+    let shutdown = Shutdown::on_signals();
+    let engine = Engine::from_config(&config.engine, shutdown.done_token())
         .unwrap_or_else(|e| config_error("CHAT_REDIS_URL", &e.to_string()));
     let auth = Auth::from_config(&config.auth, false)
         .unwrap_or_else(|e| config_error(e.setting, &e.message));
@@ -31,7 +33,7 @@ async fn main() -> std::io::Result<()> {
         Arc::new(auth),
         &config.limits,
         Arc::new(Metrics::new()),
-        Shutdown::on_signals(),
+        shutdown,
     );
     let listener = chat_telemetry::listen(config.gateway_addr, "CHAT_GATEWAY_ADDR").await;
     let internal = match config.telemetry.internal_addr {

@@ -497,7 +497,7 @@ async fn presence(
     let room = path_of(room)?;
     let channel = Channel::room(&room)?;
     check_access(&principal, &channel)?;
-    let users = gw.engine.presence(&room).await?;
+    let users = gw.engine.presence().list(&room).await?;
     Ok(accept.reply(StatusCode::OK, &PresenceResponse { room, users }))
 }
 

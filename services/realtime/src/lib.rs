@@ -154,7 +154,7 @@ impl Realtime {
         engine.start_bus(Arc::downgrade(&handler)).await?;
         shutdown.spawn(refresh_presence(
             hub.clone(),
-            engine.presence_refresh_every(),
+            engine.presence().refresh_every(),
         ));
         Ok(Arc::new(Realtime {
             hub,
@@ -219,7 +219,7 @@ impl Realtime {
     }
 
     pub async fn ready(&self) -> bool {
-        !self.is_draining() && self.hub.engine().ready().await
+        !self.is_draining() && self.hub.engine().ready()
     }
 }
 
@@ -422,11 +422,7 @@ pub async fn run(
     rt: Arc<Realtime>,
 ) -> std::io::Result<()> {
     let shutdown = rt.shutdown.clone();
-    chat_telemetry::spawn_engine_probe(
-        rt.metrics.clone(),
-        chat_telemetry::ready_fn(rt.hub.clone(), |h| async move { h.engine().ready().await }),
-        &shutdown,
-    );
+    chat_telemetry::spawn_engine_gauge(rt.metrics.clone(), rt.hub.engine().readiness());
     let timeout = rt.limits.handshake_timeout();
     let app = chat_telemetry::with_ops(router(rt.clone()), ops(&rt), internal, timeout, &shutdown);
     let edge = edge(&rt);

@@ -22,7 +22,9 @@ async fn main() -> std::io::Result<()> {
             "chat-realtime needs Redis (redis://host:6379)",
         );
     }
-    let engine = Engine::from_config(&config.engine)
+    // One stop for the whole process: the engine's probe and bus end when it is done.
+    let shutdown = Shutdown::on_signals();
+    let engine = Engine::from_config(&config.engine, shutdown.done_token())
         .unwrap_or_else(|e| config_error("CHAT_REDIS_URL", &e.to_string()));
     let auth = Auth::from_config(&config.auth, false)
         .unwrap_or_else(|e| config_error(e.setting, &e.message));
@@ -32,15 +34,9 @@ async fn main() -> std::io::Result<()> {
         config.drain_secs,
     );
     let metrics = Arc::new(Metrics::new());
-    let rt = Realtime::start(
-        engine,
-        Arc::new(auth),
-        metrics,
-        options,
-        Shutdown::on_signals(),
-    )
-    .await
-    .unwrap_or_else(|e| config_error("CHAT_REDIS_URL", &e.to_string()));
+    let rt = Realtime::start(engine, Arc::new(auth), metrics, options, shutdown)
+        .await
+        .unwrap_or_else(|e| config_error("CHAT_REDIS_URL", &e.to_string()));
     let listener = chat_telemetry::listen(config.realtime_addr, "CHAT_REALTIME_ADDR").await;
     let internal = match config.telemetry.internal_addr {
         Some(addr) => Some(chat_telemetry::listen(addr, "CHAT_INTERNAL_ADDR").await),

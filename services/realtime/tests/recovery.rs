@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use chat_engine::{Engine, EngineConfig, Publication};
+use chat_engine::{CancellationToken, Engine, EngineConfig, Publication};
 use chat_protocol::{ClientFrame, ServerFrame, Since};
 use chat_testkit::{RedisServer, WsClient};
 use parking_lot::Mutex;
@@ -46,10 +46,13 @@ async fn a_replica_killed_mid_stream_loses_no_message_for_anyone() {
     // Every client has joined all its rooms before the stream starts.
     tokio::time::sleep(Duration::from_millis(1500)).await;
 
-    let engine = Engine::from_config(&EngineConfig {
-        redis_url: Some(redis.url()),
-        ..EngineConfig::default()
-    })
+    let engine = Engine::from_config(
+        &EngineConfig {
+            redis_url: Some(redis.url()),
+            ..EngineConfig::default()
+        },
+        CancellationToken::new(),
+    )
     .unwrap();
     let mut published: HashMap<String, u64> = HashMap::new();
     let mut tick = tokio::time::interval(Duration::from_millis(4));
@@ -122,10 +125,13 @@ async fn after_redis_loses_everything_nobody_is_told_recovery_succeeded() {
     let mut redis = RedisServer::start();
     let mut a = start_replica(&redis.url(), &[]).await;
     let b = start_replica(&redis.url(), &[]).await;
-    let engine = Engine::from_config(&EngineConfig {
-        redis_url: Some(redis.url()),
-        ..EngineConfig::default()
-    })
+    let engine = Engine::from_config(
+        &EngineConfig {
+            redis_url: Some(redis.url()),
+            ..EngineConfig::default()
+        },
+        CancellationToken::new(),
+    )
     .unwrap();
 
     let (mut stays, _) =
@@ -165,7 +171,7 @@ async fn after_redis_loses_everything_nobody_is_told_recovery_succeeded() {
     redis.start_again();
     let mut ready = false;
     for _ in 0..100 {
-        if engine.ready().await
+        if engine.ready()
             && reqwest::get(format!("http://127.0.0.1:{}/readyz", b.port))
                 .await
                 .is_ok_and(|r| r.status() == 200)
@@ -222,10 +228,13 @@ async fn a_killed_replicas_users_leave_presence_within_the_ttl() {
     let ttl = [("CHAT_PRESENCE_TTL_SECS", "3")];
     let a = start_replica(&redis.url(), &ttl).await;
     let mut b = start_replica(&redis.url(), &ttl).await;
-    let engine = Engine::from_config(&EngineConfig {
-        redis_url: Some(redis.url()),
-        ..EngineConfig::default()
-    })
+    let engine = Engine::from_config(
+        &EngineConfig {
+            redis_url: Some(redis.url()),
+            ..EngineConfig::default()
+        },
+        CancellationToken::new(),
+    )
     .unwrap();
 
     let (mut watcher, _) =
@@ -245,7 +254,7 @@ async fn a_killed_replicas_users_leave_presence_within_the_ttl() {
         }
     ));
     assert_eq!(
-        engine.presence("lobby").await.unwrap(),
+        engine.presence().list("lobby").await.unwrap(),
         vec!["doomed", "watcher"]
     );
 
@@ -265,5 +274,8 @@ async fn a_killed_replicas_users_leave_presence_within_the_ttl() {
         started.elapsed() < Duration::from_secs(10),
         "announced within the TTL and a sweep"
     );
-    assert_eq!(engine.presence("lobby").await.unwrap(), vec!["watcher"]);
+    assert_eq!(
+        engine.presence().list("lobby").await.unwrap(),
+        vec!["watcher"]
+    );
 }

@@ -365,18 +365,21 @@ pub fn with_ops(
     }
 }
 
-/// Probes the engine every two seconds into `chat_engine_ready`, so an outage shows on
-/// dashboards and alerts even when nobody asks `/readyz`.
-pub fn spawn_engine_probe(
+/// Mirrors the engine's readiness (what its probe saw last) into `chat_engine_ready`,
+/// so an outage shows on dashboards and alerts even when nobody asks `/readyz`. Nothing
+/// polls here: the gauge changes when the readiness does, and the task ends with the
+/// engine's probe (which owns the watch's sender).
+pub fn spawn_engine_gauge(
     metrics: std::sync::Arc<Metrics>,
-    engine_ready: ReadyFn,
-    shutdown: &shutdown::Shutdown,
+    mut engine_ready: tokio::sync::watch::Receiver<bool>,
 ) {
-    shutdown.spawn(async move {
-        let mut tick = tokio::time::interval(std::time::Duration::from_secs(2));
+    tokio::spawn(async move {
         loop {
-            tick.tick().await;
-            metrics.engine_ready.set(i64::from(engine_ready().await));
+            let ready = *engine_ready.borrow_and_update();
+            metrics.engine_ready.set(i64::from(ready));
+            if engine_ready.changed().await.is_err() {
+                return;
+            }
         }
     });
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chat_auth::{Auth, AuthConfig, LimitsConfig};
-use chat_engine::{Engine, EngineConfig};
+use chat_engine::{CancellationToken, Engine, EngineConfig};
 use chat_gateway::Gateway;
 use chat_realtime::{Options, Realtime};
 use chat_telemetry::{Metrics, Shutdown};
@@ -78,7 +78,11 @@ async fn bind() -> TcpListener {
 }
 
 pub async fn spawn_realtime(redis_url: &str) -> (SocketAddr, Arc<Realtime>) {
-    let engine = Engine::from_config(&engine_config(Some(redis_url.into()))).unwrap();
+    let engine = Engine::from_config(
+        &engine_config(Some(redis_url.into())),
+        CancellationToken::new(),
+    )
+    .unwrap();
     let auth = Arc::new(Auth::from_config(&auth_config(dev_mode()), false).unwrap());
     let rt = Realtime::start(
         engine,
@@ -96,7 +100,11 @@ pub async fn spawn_realtime(redis_url: &str) -> (SocketAddr, Arc<Realtime>) {
 }
 
 pub async fn spawn_gateway(redis_url: &str) -> SocketAddr {
-    let engine = Engine::from_config(&engine_config(Some(redis_url.into()))).unwrap();
+    let engine = Engine::from_config(
+        &engine_config(Some(redis_url.into())),
+        CancellationToken::new(),
+    )
+    .unwrap();
     let auth = Arc::new(Auth::from_config(&auth_config(dev_mode()), false).unwrap());
     let gw = Gateway::new(
         engine,

@@ -19,13 +19,14 @@ impl Hub {
             conn: conn.id.clone(),
         };
         let changed = match event {
-            PresenceEvent::Join => self.engine.presence_join(&entry).await,
-            PresenceEvent::Leave => self.engine.presence_leave(&entry).await,
+            PresenceEvent::Join => self.engine.presence().join(&entry).await,
+            PresenceEvent::Leave => self.engine.presence().leave(&entry).await,
         };
         let result = match changed {
             Ok(true) => {
                 self.engine
-                    .publish_presence(channel, &conn.user, event)
+                    .presence()
+                    .publish(channel, &conn.user, event)
                     .await
             }
             Ok(false) => Ok(()),
@@ -62,18 +63,16 @@ impl Hub {
 
     /// Keeps this replica's presence alive, and announces users whose replica died.
     pub async fn refresh_presence(&self) {
-        if let Err(e) = self.engine.presence_refresh(&self.presence_entries()).await {
+        let presence = self.engine.presence();
+        if let Err(e) = presence.refresh(&self.presence_entries()).await {
             tracing::warn!(error = %e, "presence refresh failed");
             return;
         }
         for room in self.rooms() {
-            match self.engine.presence_sweep(&room).await {
+            match presence.sweep(&room).await {
                 Ok(gone) => {
                     for user in gone {
-                        let _ = self
-                            .engine
-                            .publish_presence(&room, &user, PresenceEvent::Leave)
-                            .await;
+                        let _ = presence.publish(&room, &user, PresenceEvent::Leave).await;
                     }
                 }
                 Err(e) => tracing::warn!(error = %e, "presence sweep failed"),

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use chat_auth::{Auth, AuthConfig, LimitsConfig};
-use chat_engine::{Engine, EngineConfig};
+use chat_engine::{CancellationToken, Engine, EngineConfig};
 use chat_protocol::{ClientFrame, ServerFrame, Since};
 use chat_testkit::{WsClient, free_port};
 use parking_lot::Mutex;
@@ -130,10 +130,13 @@ pub const API_KEY: &str = "support-test-key";
 
 /// An in-process gateway on Redis at `redis_url` (dev mode, [`API_KEY`]); its port.
 pub async fn spawn_gateway(redis_url: &str) -> u16 {
-    let engine = Engine::from_config(&EngineConfig {
-        redis_url: Some(redis_url.into()),
-        ..EngineConfig::default()
-    })
+    let engine = Engine::from_config(
+        &EngineConfig {
+            redis_url: Some(redis_url.into()),
+            ..EngineConfig::default()
+        },
+        CancellationToken::new(),
+    )
     .unwrap();
     let auth = Auth::from_config(
         &AuthConfig {
