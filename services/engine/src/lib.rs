@@ -16,6 +16,7 @@ pub mod config;
 pub mod epoch;
 pub mod memory;
 pub mod probe;
+pub mod publish;
 pub mod redis;
 
 use std::sync::Arc;
