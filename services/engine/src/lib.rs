@@ -33,6 +33,7 @@ pub mod epoch;
 pub mod memory;
 pub mod presence;
 pub mod probe;
+pub mod publish;
 pub mod redis;
 
 use std::sync::Arc;

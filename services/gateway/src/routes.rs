@@ -11,13 +11,14 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use chat_auth::Principal;
-use chat_engine::{Control, Publication, Range};
+use chat_engine::publish::{self, Outgoing};
+use chat_engine::{Control, Range};
 use chat_protocol::http::{
     ChatSendEvent, ChatSendRequest, DevTokenRequest, DevTokenResponse, ErrorBody, HistoryQuery,
     HistoryResponse, MemberRequest, PresenceResponse, PublishRequest, PublishResponse,
 };
 use chat_protocol::names::{validate_room, validate_user};
-use chat_protocol::{Channel, ErrorCode, Message, codec};
+use chat_protocol::{Channel, ErrorCode, Message};
 use tracing::Instrument;
 use utoipa::OpenApi;
 
@@ -191,7 +192,8 @@ fn require_server(principal: &Principal) -> Result<()> {
     }
 }
 
-/// Publishes a room message, or a direct message on both personal channels.
+/// Publishes through the one publish path (the text check, the direct-message rule),
+/// carrying the request's trace context to every replica.
 async fn publish(
     gw: &Gateway,
     channel: &Channel,
@@ -199,64 +201,19 @@ async fn publish(
     text: String,
     cid: Option<String>,
 ) -> Result<Message> {
-    codec::check_text(&text, gw.max_message_bytes)?;
-    let published = match channel {
-        Channel::Room(room) => {
-            store(
-                gw,
-                Publication {
-                    channel: room.clone(),
-                    from,
-                    text,
-                    to: None,
-                    cid,
-                    trace: None,
-                },
-            )
-            .await?
-        }
-        Channel::User(to) => {
-            let m = store(
-                gw,
-                Publication {
-                    channel: channel.to_string(),
-                    from: from.clone(),
-                    text: text.clone(),
-                    to: Some(to.clone()),
-                    cid: cid.clone(),
-                    trace: None,
-                },
-            )
-            .await?;
-            if &from != to {
-                store(
-                    gw,
-                    Publication {
-                        channel: format!("@{from}"),
-                        from,
-                        text,
-                        to: Some(to.clone()),
-                        cid,
-                        trace: None,
-                    },
-                )
-                .await?;
-            }
-            m
-        }
+    let out = Outgoing {
+        channel,
+        from,
+        text,
+        cid,
+        trace: chat_telemetry::trace::context_of_current(),
     };
-    gw.metrics
-        .messages_published
-        .with_label_values(&["http"])
-        .inc();
-    Ok(published)
-}
-
-/// One engine publish, timed, carrying the request's trace context to every replica.
-async fn store(gw: &Gateway, mut p: Publication) -> Result<Message> {
-    p.trace = chat_telemetry::trace::context_of_current();
-    let published = chat_telemetry::timed(&gw.metrics.bus_publish_duration, gw.engine.publish(p));
-    Ok(published.await?)
+    let m = publish::publish(&gw.engine, out, gw.max_message_bytes, |took| {
+        gw.metrics.observe_publish(took)
+    })
+    .await?;
+    gw.metrics.count_published("http");
+    Ok(m)
 }
 
 fn published(accept: Accept, m: &Message, with_ts: bool) -> Response {

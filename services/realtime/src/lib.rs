@@ -4,7 +4,9 @@
 //!   per channel with local members; fan-out.
 //! - [`recovery`]: a channel's continuity: holes in the bus and new epochs repaired
 //!   from history, or reported (`joined` with `recovered: false`).
-//! - [`connection`]: one connection's reader (frames → commands) and writer (batched).
+//! - [`connection`]: one connection's lifecycle: its session, its writer, its close.
+//! - [`session`]: a client's `connect` and commands, frames in and a typed close out;
+//!   tested without a socket. [`writer`]: the send queue drained into a sink, batched.
 //! - [`reader`]: client frames checked against RFC 6455 and reassembled; [`close`]: the
 //!   close codes and their metric labels; [`handshake`]: the upgrade request's checks.
 //! - [`send_queue`]: a connection's bounded queue of ready-to-write frames.
@@ -24,8 +26,10 @@ pub mod rate;
 pub mod reader;
 pub mod recovery;
 pub mod send_queue;
+pub mod session;
 pub mod socket;
 pub mod trace;
+pub mod writer;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

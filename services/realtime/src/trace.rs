@@ -3,12 +3,11 @@
 //! replica, a child of the publisher's span through the envelope), and the delivery
 //! latency. Kept apart from the hub so the fan-out code stays about fan-out.
 
-use chat_engine::{EngineError, Envelope, Publication};
+use chat_engine::Envelope;
 use chat_protocol::Message;
 use chat_telemetry::Metrics;
-use chat_telemetry::trace::{context_of_current, exporting, set_parent};
+use chat_telemetry::trace::{exporting, set_parent};
 
-use crate::Realtime;
 use crate::send_queue::Queued;
 
 /// The span of one WebSocket `send`, the root of its message's trace: a direct
@@ -20,13 +19,6 @@ pub fn send_span() -> tracing::Span {
     } else {
         tracing::Span::none()
     }
-}
-
-/// Publishes what a client sent over its WebSocket: a timed engine publish carrying the
-/// current trace context (run it inside [`send_span`]).
-pub async fn publish(rt: &Realtime, mut p: Publication) -> Result<Message, EngineError> {
-    p.trace = context_of_current();
-    chat_telemetry::timed(&rt.metrics.bus_publish_duration, rt.hub.engine().publish(p)).await
 }
 
 /// The span of one message's fan-out on this replica, continuing the publisher's

@@ -320,6 +320,18 @@ impl Metrics {
     pub fn render(&self) -> String {
         render(&self.registry)
     }
+
+    /// One engine publish (a store) took `took`: what the shared publish path reports
+    /// for each store, whichever API the message came through.
+    pub fn observe_publish(&self, took: std::time::Duration) {
+        self.bus_publish_duration.observe(took.as_secs_f64());
+    }
+
+    /// A message was published through `path` (`http` or `ws`): once per message a
+    /// client sent, a direct message too (stored on two channels).
+    pub fn count_published(&self, path: &'static str) {
+        self.messages_published.with_label_values(&[path]).inc();
+    }
 }
 
 /// Awaits `f` and observes how long it took in `histogram`.
