@@ -416,14 +416,15 @@ mod tests {
     use crate::Options;
 
     async fn realtime(limits: LimitsConfig) -> Arc<Realtime> {
-        let engine = Engine::from_config(&EngineConfig::default()).unwrap();
+        let shutdown = chat_telemetry::Shutdown::new();
+        let engine = Engine::from_config(&EngineConfig::default(), shutdown.done_token()).unwrap();
         let auth = AuthConfig {
             dev_mode: Some(true),
             ..AuthConfig::default()
         };
         let auth = Arc::new(Auth::from_config(&auth, true).unwrap());
         let options = Options::new(limits, 100, 0);
-        Realtime::start(engine, auth, Arc::new(Metrics::new()), options)
+        Realtime::start(engine, auth, Arc::new(Metrics::new()), options, shutdown)
             .await
             .unwrap()
     }
@@ -798,7 +799,7 @@ mod tests {
     #[tokio::test]
     async fn a_connect_while_draining_gets_reconnect_then_1012() {
         let rt = realtime(LimitsConfig::default()).await;
-        rt.start_draining();
+        rt.shutdown.stop();
         let mut c = Client::new(&rt, Encoding::Json);
         let ended = c.feed(&[json(&connect("alice"))]).await;
         assert_eq!(ended.map(|c| c.code.number()), Some(1012));
