@@ -7,6 +7,8 @@
 //!   a room.
 //! - [`redis`]: the Redis implementation (`store`, `presence` and `bus` parts, Lua
 //!   scripts in files; RESP3 pub/sub that reconnects and resubscribes by itself).
+//! - [`publish`]: the one publish path of the gateway and the WebSocket `send`: the
+//!   text check and the direct-message rule (stored on both personal channels).
 //! - [`memory`]: the same behaviour in-process, for the all-in-one `chat` binary.
 //! - [`bus`]: what subscribers receive, and the [`BusHandler`] they implement.
 //! - [`epoch`]: epochs, which change when a channel's history is lost.
