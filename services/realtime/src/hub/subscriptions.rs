@@ -166,12 +166,15 @@ impl Hub {
     }
 
     /// Sends the live messages buffered while a backlog went out, at the client's pace,
-    /// round after round while each round is smaller than the one before (the client
-    /// reads faster than the room publishes). What is left, and a client that does not
-    /// keep up, go live with the channel's `go_live`, where the send queue's bound
-    /// decides.
+    /// round after round while the rounds shrink (the client reads faster than the room
+    /// publishes). A round that does not shrink is forgiven twice in a row, since one
+    /// slow moment (a busy CPU, a GC pause in the client) is not a slow consumer. What
+    /// is left, and a client that does not keep up, go live with the channel's
+    /// `go_live`, where the send queue's bound decides.
     async fn catch_up(&self, conn: &Arc<Conn>, channel: &str, head: &Head) {
+        const FORGIVEN: u32 = 2;
         let mut previous = usize::MAX;
+        let mut not_shrinking = 0;
         loop {
             let Some(pending) = self.take_buffered(conn, channel) else {
                 return;
@@ -190,7 +193,12 @@ impl Hub {
             }
             self.metrics.deliveries.inc_by(delivered);
             if round >= previous {
-                return;
+                not_shrinking += 1;
+                if not_shrinking > FORGIVEN {
+                    return;
+                }
+            } else {
+                not_shrinking = 0;
             }
             previous = round;
         }
