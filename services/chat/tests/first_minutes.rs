@@ -4,7 +4,8 @@
 
 mod common;
 
-use common::{Topology, dev_token, http};
+use chat_testkit::topology::{API_KEY, Topology};
+use common::{dev_token, http};
 use serde_json::{Value, json};
 
 #[tokio::test]
@@ -52,7 +53,7 @@ async fn chat_send_join_says_when_the_sender_has_no_connection(t: &Topology) {
             t.http_url(0, "/chat/send"),
             json!({"sender": sender, "receiver": "standup", "event": "join"}),
         );
-        async move { common::post_json(&url, Some(common::API_KEY), body).await }
+        async move { common::post_json(&url, Some(API_KEY), body).await }
     };
     let (status, body) = join("ghost").await;
     assert_eq!(status, 404, "{body}");
