@@ -4,102 +4,23 @@
 //! tests check its counts, never its timings.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
-use chat_auth::{Auth, AuthConfig, LimitsConfig};
-use chat_engine::{CancellationToken, Engine, EngineConfig};
-use chat_gateway::Gateway;
-use chat_realtime::{Options, Realtime};
-use chat_telemetry::{Metrics, Shutdown};
 use chat_testkit::RedisServer;
+use chat_testkit::topology::{API_KEY, JWT_SECRET as SECRET, Topology};
 use serde_json::Value;
-use tokio::net::TcpListener;
 
-const API_KEY: &str = "test-api-key";
-const SECRET: &str = "a-test-secret-of-enough-bytes";
-
-fn auth_config() -> AuthConfig {
-    AuthConfig {
-        dev_mode: Some(true),
-        jwt_secret: Some(SECRET.into()),
-        api_keys: vec![API_KEY.into()],
-        ..AuthConfig::default()
-    }
-}
-
-fn auth() -> Arc<Auth> {
-    Arc::new(Auth::from_config(&auth_config(), false).unwrap())
-}
-
-/// The servers' defaults, abuse limits included: the scenarios stay under them.
-fn options() -> Options {
-    Options::new(LimitsConfig::default(), 1000, 2)
-}
-
-fn engine_config(redis_url: Option<String>) -> EngineConfig {
-    EngineConfig {
-        redis_url,
-        ..EngineConfig::default()
-    }
-}
-
-async fn bind() -> TcpListener {
-    TcpListener::bind("127.0.0.1:0").await.unwrap()
-}
-
+/// The all-in-one `chat`, with the servers' defaults, abuse limits included: the
+/// scenarios stay under them.
 async fn spawn_chat() -> SocketAddr {
-    let chat = chat::Chat::start(
-        &engine_config(None),
-        &auth_config(),
-        options(),
-        Shutdown::new(),
-    )
-    .await
-    .unwrap();
-    let listener = bind().await;
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(chat::run(listener, None, chat));
-    addr
+    Topology::builder().chat(None).await.addr
 }
 
 async fn spawn_realtime(redis_url: &str) -> SocketAddr {
-    let engine = Engine::from_config(
-        &engine_config(Some(redis_url.into())),
-        CancellationToken::new(),
-    )
-    .unwrap();
-    let rt = Realtime::start(
-        engine,
-        auth(),
-        Arc::new(Metrics::new()),
-        options(),
-        Shutdown::new(),
-    )
-    .await
-    .unwrap();
-    let listener = bind().await;
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(chat_realtime::run(listener, None, rt));
-    addr
+    Topology::builder().realtime(redis_url).await.addr
 }
 
 async fn spawn_gateway(redis_url: &str) -> SocketAddr {
-    let engine = Engine::from_config(
-        &engine_config(Some(redis_url.into())),
-        CancellationToken::new(),
-    )
-    .unwrap();
-    let gw = Gateway::new(
-        engine,
-        auth(),
-        &LimitsConfig::default(),
-        Arc::new(Metrics::new()),
-        Shutdown::new(),
-    );
-    let listener = bind().await;
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(chat_gateway::run(listener, None, gw));
-    addr
+    Topology::builder().gateway(redis_url).await.addr
 }
 
 /// Runs the binary; returns its exit status, stdout and stderr.

@@ -15,8 +15,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use chat_protocol::ServerFrame;
+use chat_testkit::topology::Topology;
 use chat_testkit::{Gate, RedisServer, WsClient};
-use common::{post_text, set_history_size, spawn_chat, spawn_gateway, spawn_realtime, wait_status};
+use common::{post_text, wait_status};
 
 const HISTORY: u64 = 5;
 
@@ -220,21 +221,21 @@ async fn new_epoch_reaches_members(
 
 #[tokio::test]
 async fn split_a_replica_that_reconnects_late_delivers_the_new_epoch_from_seq_1() {
-    set_history_size(HISTORY);
+    let servers = Topology::builder().history_size(HISTORY);
     let mut redis = RedisServer::start();
     let gate = Gate::start(([127, 0, 0, 1], redis.port).into()).await;
-    let (blind, _) = spawn_realtime(&gate.redis_url()).await;
-    let (other, _) = spawn_realtime(&redis.url()).await;
-    let gateway = spawn_gateway(&redis.url()).await;
+    let blind = servers.realtime(&gate.redis_url()).await.addr;
+    let other = servers.realtime(&redis.url()).await.addr;
+    let gateway = servers.gateway(&redis.url()).await.addr;
     new_epoch_reaches_members(&mut redis, &gate, blind, Some(other), gateway).await;
 }
 
 #[tokio::test]
 async fn chat_on_redis_that_reconnects_late_delivers_the_new_epoch_from_seq_1() {
-    set_history_size(HISTORY);
+    let servers = Topology::builder().history_size(HISTORY);
     let mut redis = RedisServer::start();
     let gate = Gate::start(([127, 0, 0, 1], redis.port).into()).await;
-    let chat = spawn_chat(Some(gate.redis_url())).await;
-    let gateway = spawn_gateway(&redis.url()).await;
+    let chat = servers.chat(Some(&gate.redis_url())).await.addr;
+    let gateway = servers.gateway(&redis.url()).await.addr;
     new_epoch_reaches_members(&mut redis, &gate, chat, None, gateway).await;
 }

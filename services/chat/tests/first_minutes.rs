@@ -4,7 +4,8 @@
 
 mod common;
 
-use common::{Topology, dev_token, http};
+use chat_testkit::topology::{API_KEY, Topology};
+use common::{dev_token, http};
 use serde_json::{Value, json};
 
 #[tokio::test]
@@ -52,7 +53,7 @@ async fn chat_send_join_says_when_the_sender_has_no_connection(t: &Topology) {
             t.http_url(0, "/chat/send"),
             json!({"sender": sender, "receiver": "standup", "event": "join"}),
         );
-        async move { common::post_json(&url, Some(common::API_KEY), body).await }
+        async move { common::post_json(&url, Some(API_KEY), body).await }
     };
     let (status, body) = join("ghost").await;
     assert_eq!(status, 404, "{body}");
@@ -133,11 +134,13 @@ async fn post_with_retry_after(
 
 #[tokio::test]
 async fn a_user_who_publishes_too_fast_over_http_gets_429_with_retry_after() {
-    common::configure(|o| {
-        o.limits.http_rate_limit_per_sec = 1;
-        o.limits.http_rate_limit_burst = 3;
-    });
-    let t = Topology::all_in_one().await;
+    let t = Topology::builder()
+        .options(|o| {
+            o.limits.http_rate_limit_per_sec = 1;
+            o.limits.http_rate_limit_burst = 3;
+        })
+        .all_in_one()
+        .await;
     let token = dev_token(&t.http_url(0, ""), "alice").await;
     let url = t.messages_url(0, "general");
     let hi = json!({"text": "hi"});
@@ -172,7 +175,7 @@ async fn a_user_who_publishes_too_fast_over_http_gets_429_with_retry_after() {
     assert_eq!(post_with_retry_after(&url, Some(&bob), &hi).await.0, 201);
     let as_alice = json!({"text": "from the backend", "from": "alice"});
     for _ in 0..10 {
-        let (status, _, body) = post_with_retry_after(&url, Some(common::API_KEY), &as_alice).await;
+        let (status, _, body) = post_with_retry_after(&url, Some(API_KEY), &as_alice).await;
         assert_eq!(status, 201, "{body}");
     }
 

@@ -1,8 +1,6 @@
 //! The WebSocket handshake at the byte level: a client may send its first frame in the
 //! same packet as the upgrade request, and the server must not lose it.
 
-mod common;
-
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -38,7 +36,10 @@ async fn read_frame(tcp: &mut TcpStream) -> Vec<u8> {
 
 #[tokio::test]
 async fn a_first_frame_sent_with_the_upgrade_request_is_not_lost() {
-    let addr = common::spawn_chat(None).await;
+    let addr = chat_testkit::topology::Topology::builder()
+        .chat(None)
+        .await
+        .addr;
     let mut tcp = TcpStream::connect(addr).await.unwrap();
     let mut packet = format!(
         "GET /ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use chat_testkit::RedisServer;
+use chat_testkit::topology::{API_KEY, Builder, Topology};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
@@ -111,34 +112,32 @@ async fn half_open_clients_hold_only_their_own_slots(addr: SocketAddr) {
     );
 }
 
-fn short_handshake() {
-    common::configure(|o| {
+/// Servers that give a handshake 1 s and an IP `LIMIT` connections.
+fn short_handshake() -> Builder {
+    Topology::builder().options(|o| {
         o.limits.max_connections_per_ip = LIMIT;
         o.limits.handshake_timeout_secs = 1;
-    });
+    })
 }
 
 #[tokio::test]
 async fn half_open_clients_on_chat() {
-    short_handshake();
-    let addr = common::spawn_chat(None).await;
+    let addr = short_handshake().chat(None).await.addr;
     half_open_clients_hold_only_their_own_slots(addr).await;
 }
 
 #[tokio::test]
 async fn half_open_clients_on_realtime() {
-    short_handshake();
     let redis = RedisServer::start();
-    let (addr, _rt) = common::spawn_realtime(&redis.url()).await;
+    let addr = short_handshake().realtime(&redis.url()).await.addr;
     half_open_clients_hold_only_their_own_slots(addr).await;
 }
 
 /// The gateway has no per-IP limit, but it closes half-open sockets all the same.
 #[tokio::test]
 async fn half_open_clients_on_the_gateway_are_closed() {
-    short_handshake();
     let redis = RedisServer::start();
-    let addr = common::spawn_gateway(&redis.url()).await;
+    let addr = short_handshake().gateway(&redis.url()).await.addr;
     let opened = Instant::now();
     let silent = connect_from("127.0.0.1", addr).await;
     let mut partial = connect_from("127.0.0.1", addr).await;
@@ -160,25 +159,8 @@ async fn half_open_clients_on_the_gateway_are_closed() {
 /// The internal ops listener (`CHAT_INTERNAL_ADDR`) closes half-open sockets too.
 #[tokio::test]
 async fn half_open_clients_on_the_internal_listener_are_closed() {
-    short_handshake();
-    let chat = chat::Chat::start(
-        &common::engine_config(None),
-        &common::auth_config(true),
-        chat_realtime::Options {
-            limits: chat_auth::LimitsConfig {
-                handshake_timeout_secs: 1,
-                ..Default::default()
-            },
-            ..chat_realtime::Options::new(Default::default(), 1000, 2)
-        },
-        chat_telemetry::Shutdown::new(),
-    )
-    .await
-    .unwrap();
-    let public = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let internal = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = internal.local_addr().unwrap();
-    tokio::spawn(chat::run(public, Some(internal), chat));
+    let chat = short_handshake().internal_listener().chat(None).await;
+    let addr = chat.internal.unwrap();
     let silent = connect_from("127.0.0.1", addr).await;
     assert_eq!(healthz_from("127.0.0.1", addr).await, 200);
     let after = closed_by_server(silent, Duration::from_secs(5)).await;
@@ -220,7 +202,7 @@ impl Probe {
     }
 
     fn key(self) -> Self {
-        self.header("authorization", format!("Bearer {}", common::API_KEY))
+        self.header("authorization", format!("Bearer {}", API_KEY))
     }
 }
 
@@ -448,8 +430,7 @@ fn ops_probes() -> Vec<Probe> {
 
 #[tokio::test]
 async fn every_error_answer_of_chat_is_the_json_error() {
-    common::set_dev_mode(true);
-    let addr = common::spawn_chat(None).await;
+    let addr = Topology::builder().chat(None).await.addr;
     let mut probes = wrong_methods(GATEWAY_ROUTES);
     probes.extend(wrong_methods(WS_ROUTES));
     probes.extend(wrong_methods(&[("/", &["GET"]), ("/index.html", &["GET"])]));
@@ -462,10 +443,9 @@ async fn every_error_answer_of_chat_is_the_json_error() {
 
 #[tokio::test]
 async fn every_error_answer_of_the_split_deployment_is_the_json_error() {
-    common::set_dev_mode(true);
     let mut redis = RedisServer::start();
-    let gateway = common::spawn_gateway(&redis.url()).await;
-    let (realtime, _rt) = common::spawn_realtime(&redis.url()).await;
+    let gateway = Topology::builder().gateway(&redis.url()).await.addr;
+    let realtime = Topology::builder().realtime(&redis.url()).await.addr;
 
     let mut probes = wrong_methods(GATEWAY_ROUTES);
     probes.extend(ops_probes());
@@ -498,8 +478,7 @@ async fn every_error_answer_of_the_split_deployment_is_the_json_error() {
 /// accepted: a schema-driven client never sends a valid request that is refused.
 #[tokio::test]
 async fn the_openapi_document_states_the_limits_and_its_extremes_are_accepted() {
-    common::set_dev_mode(true);
-    let addr = common::spawn_chat(None).await;
+    let addr = Topology::builder().chat(None).await.addr;
     let base = format!("http://{addr}");
     let doc = common::get_json(&format!("{base}/openapi.json")).await;
     let schemas = &doc["components"]["schemas"];
@@ -556,7 +535,7 @@ async fn the_openapi_document_states_the_limits_and_its_extremes_are_accepted() 
     ] {
         let r = client
             .get(format!("{url}?{query}"))
-            .bearer_auth(common::API_KEY)
+            .bearer_auth(API_KEY)
             .send()
             .await
             .unwrap();

@@ -10,10 +10,9 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use chat_protocol::{ClientFrame, ServerFrame, Since};
-use chat_testkit::{RedisServer, WsClient, free_port};
-use common::{
-    API_KEY, http, metrics_of, post_text, sample, spawn_chat, spawn_gateway, spawn_realtime,
-};
+use chat_testkit::topology::{API_KEY, Topology};
+use chat_testkit::{RedisServer, WsClient, free_port, holds_within};
+use common::{http, metrics_of, post_text, sample};
 
 const DASHBOARD: &str =
     include_str!("../../../observability/grafana/dashboards/chat-overview.json");
@@ -129,10 +128,11 @@ fn promtool_check_metrics(name: &str, body: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn promtool_accepts_the_metrics_of_every_service() {
     let redis = RedisServer::start();
-    let (rt1, _) = spawn_realtime(&redis.url()).await;
-    let (rt2, _) = spawn_realtime(&redis.url()).await;
-    let gateway = spawn_gateway(&redis.url()).await;
-    let chat = spawn_chat(None).await;
+    let servers = Topology::builder();
+    let rt1 = servers.realtime(&redis.url()).await.addr;
+    let rt2 = servers.realtime(&redis.url()).await.addr;
+    let gateway = servers.gateway(&redis.url()).await.addr;
+    let chat = servers.chat(None).await.addr;
     let _split = drive_traffic(&[rt1, rt2], gateway).await;
     let _all_in_one = drive_traffic(&[chat], chat).await;
     for (name, addr) in [
@@ -285,9 +285,10 @@ fn substitute(expr: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_prometheus_answers_every_dashboard_expression_with_data() {
     let redis = RedisServer::start();
-    let (rt1, _) = spawn_realtime(&redis.url()).await;
-    let (rt2, _) = spawn_realtime(&redis.url()).await;
-    let gateway = spawn_gateway(&redis.url()).await;
+    let servers = Topology::builder();
+    let rt1 = servers.realtime(&redis.url()).await.addr;
+    let rt2 = servers.realtime(&redis.url()).await.addr;
+    let gateway = servers.gateway(&redis.url()).await.addr;
     let prometheus = Prometheus::start(gateway, &[rt1, rt2]);
     prometheus.wait_for("sum(up)", 3.0).await;
 
@@ -325,7 +326,7 @@ async fn a_real_prometheus_answers_every_dashboard_expression_with_data() {
 
 #[tokio::test]
 async fn delivery_latency_is_observed_once_per_frame_written_to_a_member() {
-    let addr = spawn_chat(None).await;
+    let addr = Topology::builder().chat(None).await.addr;
     let url = format!("ws://{addr}/ws");
     let mut members = Vec::new();
     for i in 0..3 {
@@ -349,18 +350,17 @@ async fn delivery_latency_is_observed_once_per_frame_written_to_a_member() {
         c.recv_until(|f| matches!(f, ServerFrame::Message(_))).await;
     }
     // Observed right after the write returns: the client may read first.
-    let mut count = before;
-    for _ in 0..100 {
-        count = sample(
+    let count = || async {
+        sample(
             &metrics_of(addr).await,
             "chat_delivery_latency_seconds_count",
-        );
-        if count >= before + 3.0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(count, before + 3.0, "one observation per member");
+        )
+    };
+    holds_within(Duration::from_secs(2), || async {
+        count().await >= before + 3.0
+    })
+    .await;
+    assert_eq!(count().await, before + 3.0, "one observation per member");
     let body = metrics_of(addr).await;
     let sum = sample(&body, "chat_delivery_latency_seconds_sum");
     assert!(

@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use chat_testkit::RedisServer;
+use chat_testkit::topology::Topology;
 use common::raw::{self, BINARY, CLOSE, CONT, FIN, PING, PONG, RawWs, SAMPLE_ACCEPT, TEXT};
 use futures_util::StreamExt;
 
@@ -1341,20 +1342,23 @@ fn python_json_dumps_escaping_is_what_the_limit_cases_send() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chat_realtime_follows_rfc6455() {
     let redis = RedisServer::start();
-    let (addr, _rt) = common::spawn_realtime(&redis.url()).await;
+    let addr = Topology::builder().realtime(&redis.url()).await.addr;
     conformance(addr, "chat-realtime").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chat_follows_rfc6455() {
-    let addr = common::spawn_chat(None).await;
+    let addr = Topology::builder().chat(None).await.addr;
     conformance(addr, "chat").await;
 }
 
 #[tokio::test]
 async fn an_upgrade_past_the_ip_limit_is_refused_with_the_json_body_too() {
-    common::configure(|o| o.limits.max_connections_per_ip = 1);
-    let addr = common::spawn_chat(None).await;
+    let addr = Topology::builder()
+        .options(|o| o.limits.max_connections_per_ip = 1)
+        .chat(None)
+        .await
+        .addr;
     let _held = RawWs::open(addr).await.unwrap();
     let refused = Handshake {
         id: "H.16",

@@ -6,8 +6,9 @@ mod common;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use chat_protocol::{ClientFrame, ErrorCode, ServerFrame};
+use chat_testkit::topology::{API_KEY, Topology};
 use chat_testkit::{Closed, RedisServer, WsClient};
-use common::{API_KEY, Topology, http, metrics_of};
+use common::{http, metrics_of};
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use serde_json::{Value, json};
 
@@ -338,23 +339,25 @@ async fn security_suite(t: &Topology) {
 #[tokio::test]
 async fn split_refuses_with_the_contracts_codes() {
     let redis = RedisServer::start();
-    common::set_dev_mode(false);
-    security_suite(&Topology::split(&redis.url()).await).await;
+    let servers = Topology::builder().dev_mode(false);
+    security_suite(&servers.split(&redis.url()).await).await;
 }
 
 #[tokio::test]
 async fn all_in_one_refuses_with_the_contracts_codes() {
-    common::set_dev_mode(false);
-    security_suite(&Topology::all_in_one().await).await;
+    let servers = Topology::builder().dev_mode(false);
+    security_suite(&servers.all_in_one().await).await;
 }
 
 #[tokio::test]
 async fn a_flooding_client_is_limited_while_others_flow() {
-    common::configure(|o| {
-        o.limits.rate_limit_per_sec = 10;
-        o.limits.rate_limit_burst = 20;
-    });
-    let t = Topology::all_in_one().await;
+    let t = Topology::builder()
+        .options(|o| {
+            o.limits.rate_limit_per_sec = 10;
+            o.limits.rate_limit_burst = 20;
+        })
+        .all_in_one()
+        .await;
     let (mut flood, _) = WsClient::connect_as(&t.ws_url(0), "flood", false).await;
     let (mut calm, _) = WsClient::connect_as(&t.ws_url(0), "calm", false).await;
     let (mut reader, _) = WsClient::connect_as(&t.ws_url(0), "reader", true).await;
@@ -416,14 +419,16 @@ async fn a_flooding_client_is_limited_while_others_flow() {
 
 #[tokio::test]
 async fn connection_limits_and_timers() {
-    common::configure(|o| {
-        o.limits.max_rooms_per_connection = 3;
-        o.limits.max_connections_per_user = 2;
-        o.timing.connect_timeout = Duration::from_millis(300);
-        o.timing.ping_every = Duration::from_millis(100);
-        o.timing.idle_timeout = Duration::from_millis(400);
-    });
-    let t = Topology::all_in_one().await;
+    let t = Topology::builder()
+        .options(|o| {
+            o.limits.max_rooms_per_connection = 3;
+            o.limits.max_connections_per_user = 2;
+            o.timing.connect_timeout = Duration::from_millis(300);
+            o.timing.ping_every = Duration::from_millis(100);
+            o.timing.idle_timeout = Duration::from_millis(400);
+        })
+        .all_in_one()
+        .await;
     // Rooms per connection.
     let (mut c, _) = WsClient::connect_as(&t.ws_url(0), "roomy", false).await;
     for r in ["a", "b", "c"] {
@@ -466,6 +471,7 @@ async fn connection_limits_and_timers() {
     // tungstenite answers pings by itself while we read; a client that never reads
     // never answers, and is closed once idle.
     let (mut idle, _) = WsClient::connect_as(&t.ws_url(0), "sleepy", false).await;
+    // Part of the scenario: not reading for longer than the 400 ms idle timeout.
     tokio::time::sleep(Duration::from_millis(900)).await;
     assert_eq!(idle.closed().await, Closed::Code(1001));
     // An attentive client stays: tungstenite answers pings while it reads.
@@ -501,16 +507,18 @@ async fn connections_per_ip_count_the_client_behind_a_trusted_proxy() {
     }
 
     // Nobody trusted: every connection here is 127.0.0.1's.
-    common::configure(|o| o.limits.max_connections_per_ip = 2);
-    let t = Topology::all_in_one().await;
+    let two_per_ip = Topology::builder().options(|o| o.limits.max_connections_per_ip = 2);
+    let t = two_per_ip.all_in_one().await;
     let url = t.ws_url(0);
     let _a = open(&url, "198.51.100.1").await.unwrap();
     let _b = open(&url, "198.51.100.2").await.unwrap();
     assert_eq!(open(&url, "198.51.100.3").await.err(), Some(429));
 
     // Loopback is the proxy: two per forwarded client.
-    common::configure(|o| o.limits.trusted_proxies = "127.0.0.0/8".parse().unwrap());
-    let t = Topology::all_in_one().await;
+    let t = two_per_ip
+        .options(|o| o.limits.trusted_proxies = "127.0.0.0/8".parse().unwrap())
+        .all_in_one()
+        .await;
     let url = t.ws_url(0);
     let _a1 = open(&url, "198.51.100.1").await.unwrap();
     let _a2 = open(&url, "198.51.100.1").await.unwrap();

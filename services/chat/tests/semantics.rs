@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use chat_protocol::frames::PresenceEvent;
 use chat_protocol::{ClientFrame, ServerFrame, Since};
-use chat_testkit::{Closed, RedisServer, WsClient};
-use common::{API_KEY, Topology, http, post_text};
+use chat_testkit::topology::{API_KEY, Builder, Topology};
+use chat_testkit::{Closed, RedisServer, WsClient, wait_until};
+use common::{http, post_text};
 use serde_json::{Value, json};
 
 async fn publish(t: &Topology, room: &str, text: &str) -> Value {
@@ -50,6 +51,7 @@ fn publish_in_background(
         for i in 0..n {
             let (status, body) = post_text(&urls[i % 2], &text(i)).await;
             assert_eq!(status, 201, "{body}");
+            // Pacing is the caller's scenario (a stream that outlasts a recovery).
             if !pause.is_zero() {
                 tokio::time::sleep(pause).await;
             }
@@ -75,7 +77,14 @@ async fn recovery_seam_under_load(t: &Topology) {
         }
     }
     c.close().await;
-    tokio::time::sleep(Duration::from_millis(30)).await;
+    // The seam is only tested if the room moved on while the client was away.
+    let last = since.as_ref().unwrap().seq;
+    wait_until(
+        "messages were published after the client left",
+        Duration::from_secs(10),
+        || async { get_history(t, "S", "limit=1", API_KEY).await.1["seq"].as_u64() > Some(last) },
+    )
+    .await;
     let (mut c, _) = WsClient::connect_as(&t.ws_url(1), "seam", false).await;
     rejoin(&mut c, "S", since).await;
     publisher.await.unwrap();
@@ -216,7 +225,7 @@ async fn a_busy_room_recovers_through_a_small_queue(t: &Topology) {
         match c.try_recv(Duration::from_secs(10)).await {
             Some(Ok(ServerFrame::Message(m))) => {
                 seqs.push(m.seq);
-                // A reader of about 1,000 messages a second.
+                // Part of the scenario: a reader of about 1,000 messages a second.
                 if seqs.len() % 2 == 0 {
                     tokio::time::sleep(Duration::from_millis(1)).await;
                 }
@@ -413,13 +422,12 @@ async fn presence_counts_users_not_tabs(t: &Topology) {
         ("mia".into(), PresenceEvent::Leave),
         "no event for the first tab"
     );
-    for _ in 0..50 {
-        if presence_of(t, "P").await == vec!["obs"] {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("presence still lists mia");
+    wait_until(
+        "presence no longer lists mia",
+        Duration::from_secs(5),
+        || async { presence_of(t, "P").await == vec!["obs"] },
+    )
+    .await;
 }
 
 /// Typing reaches the others, not the typist, at most once a second, and is not stored.
@@ -449,6 +457,7 @@ async fn typing_is_forwarded_sparingly_and_never_stored(t: &Topology) {
             "only one typing notice per second: {f:?}"
         );
     }
+    // Part of the scenario: the one-second window (500 ms of it watched above) ends.
     tokio::time::sleep(Duration::from_millis(600)).await;
     typist.send(&ClientFrame::Typing { room: "T".into() }).await;
     other
@@ -561,17 +570,17 @@ async fn history_paging(t: &Topology) {
 }
 
 /// Runs each scenario on the split deployment (over a real Redis) and on the
-/// all-in-one server, after its setup (the options of the servers it starts).
+/// all-in-one server, each started by the scenario's builder.
 macro_rules! on_both {
-    ($($name:ident => $setup:block),* $(,)?) => {
+    ($($name:ident => $servers:expr),* $(,)?) => {
         mod split {
             use super::*;
             $(
                 #[tokio::test]
                 async fn $name() {
                     let redis = RedisServer::start();
-                    $setup
-                    super::$name(&Topology::split(&redis.url()).await).await;
+                    let servers: Builder = $servers;
+                    super::$name(&servers.split(&redis.url()).await).await;
                 }
             )*
         }
@@ -580,8 +589,8 @@ macro_rules! on_both {
             $(
                 #[tokio::test]
                 async fn $name() {
-                    $setup
-                    super::$name(&Topology::all_in_one().await).await;
+                    let servers: Builder = $servers;
+                    super::$name(&servers.all_in_one().await).await;
                 }
             )*
         }
@@ -589,21 +598,19 @@ macro_rules! on_both {
 }
 
 on_both!(
-    recovery_limits => { common::set_history_size(10); },
-    personal_channel_recovers_at_connect => { common::set_history_size(10); },
-    presence_counts_users_not_tabs => { common::set_history_size(10); },
-    typing_is_forwarded_sparingly_and_never_stored => { common::set_history_size(10); },
-    recovery_seam_under_load => {},
-    recovery_survives_many_seams => {},
-    a_slow_consumer_recovers_after_1013 => {
-        common::set_history_size(2000);
-        common::configure(|o| o.limits.send_queue_bytes = 64 * 1024);
-    },
-    history_paging => {},
-    a_busy_room_recovers_through_a_small_queue => {
-        common::set_history_size(4000);
-        common::configure(|o| o.limits.send_queue_bytes = 16 * 1024);
-    },
+    recovery_limits => Topology::builder().history_size(10),
+    personal_channel_recovers_at_connect => Topology::builder().history_size(10),
+    presence_counts_users_not_tabs => Topology::builder().history_size(10),
+    typing_is_forwarded_sparingly_and_never_stored => Topology::builder().history_size(10),
+    recovery_seam_under_load => Topology::builder(),
+    recovery_survives_many_seams => Topology::builder(),
+    a_slow_consumer_recovers_after_1013 => Topology::builder()
+        .history_size(2000)
+        .options(|o| o.limits.send_queue_bytes = 64 * 1024),
+    history_paging => Topology::builder(),
+    a_busy_room_recovers_through_a_small_queue => Topology::builder()
+        .history_size(4000)
+        .options(|o| o.limits.send_queue_bytes = 16 * 1024),
 );
 
 /// With CHAT_WRITE_DELAY_MS, frames that arrive within the delay share writes: members
@@ -611,12 +618,12 @@ on_both!(
 #[tokio::test]
 async fn a_write_delay_batches_without_losing_or_reordering() {
     for split in [true, false] {
-        common::configure(|o| o.limits.write_delay_ms = 30);
+        let servers = Topology::builder().options(|o| o.limits.write_delay_ms = 30);
         let redis = RedisServer::start();
         let t = if split {
-            Topology::split(&redis.url()).await
+            servers.split(&redis.url()).await
         } else {
-            Topology::all_in_one().await
+            servers.all_in_one().await
         };
         let mut members = Vec::new();
         for i in 0..3 {

@@ -2,12 +2,11 @@
 //! `run` returns nothing of it is left running: no listener (public or internal), no
 //! bus subscription, no connection to Redis, no presence refresh.
 
-mod common;
-
 use std::time::Duration;
 
 use chat_protocol::ServerFrame;
 use chat_telemetry::Shutdown;
+use chat_testkit::topology::Topology;
 use chat_testkit::{RedisServer, WsClient};
 
 /// Redis clients other than the one asking.
@@ -36,9 +35,11 @@ async fn eventually(within: Duration, mut condition: impl FnMut() -> bool) -> bo
 async fn a_stopped_chat_leaves_nothing_running() {
     let redis = RedisServer::start();
     let shutdown = Shutdown::new();
+    // Started by hand, not by the topology: the test awaits `run` itself.
+    let settings = Topology::builder();
     let chat = chat::Chat::start(
-        &common::engine_config(Some(redis.url())),
-        &common::auth_config(true),
+        &settings.engine_config(Some(&redis.url())),
+        &settings.auth_config(),
         chat_realtime::Options::new(Default::default(), 1000, 1),
         shutdown.clone(),
     )

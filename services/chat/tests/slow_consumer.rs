@@ -36,7 +36,7 @@ async fn readers_that_stop_are_cut_off_and_the_servers_memory_stays_bounded() {
         .env("CHAT_SEND_QUEUE_BYTES", QUEUE_BYTES.to_string())
         .env("CHAT_HISTORY_SIZE", "100")
         // The firehose is a backend's: a user's token would meet the per-user budget.
-        .env("CHAT_API_KEYS", common::API_KEY)
+        .env("CHAT_API_KEYS", chat_testkit::topology::API_KEY)
         .stderr(Stdio::null())
         .kill_on_drop(true)
         .spawn()
@@ -70,7 +70,7 @@ async fn readers_that_stop_are_cut_off_and_the_servers_memory_stays_bounded() {
     let statuses: Vec<u16> = futures_util::stream::iter(0..MESSAGES)
         .map(|_| {
             http.post(format!("{base}/v1/rooms/firehose/messages"))
-                .bearer_auth(common::API_KEY)
+                .bearer_auth(chat_testkit::topology::API_KEY)
                 .json(&serde_json::json!({ "text": text, "from": "publisher" }))
                 .send()
         })

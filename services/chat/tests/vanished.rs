@@ -1,12 +1,10 @@
 //! A client whose network drops (TCP ends without a WebSocket close) leaves its rooms at
 //! once: the others see its `presence` leave, not 60 s later at the ping timeout.
 
-mod common;
-
 use chat_protocol::ServerFrame;
 use chat_protocol::frames::PresenceEvent;
+use chat_testkit::topology::Topology;
 use chat_testkit::{RedisServer, WsClient};
-use common::Topology;
 
 async fn a_vanished_client_leaves_at_once(t: &Topology) {
     let (mut stays, _) = WsClient::connect_as(&t.ws_url(0), "stays", false).await;

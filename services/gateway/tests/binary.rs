@@ -4,7 +4,7 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use chat_testkit::{RedisServer, free_port};
+use chat_testkit::{RedisServer, free_port, wait_until};
 
 const BIN: &str = env!("CARGO_BIN_EXE_chat-gateway");
 
@@ -66,17 +66,18 @@ async fn serves_the_api_over_redis() {
         .unwrap();
     let client = reqwest::Client::new();
     let base = format!("http://127.0.0.1:{port}");
-    let mut ready = false;
-    for _ in 0..100 {
-        if let Ok(r) = client.get(format!("{base}/readyz")).send().await
-            && r.status() == 200
-        {
-            ready = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(ready, "ready once Redis answers");
+    wait_until(
+        "ready once Redis answers",
+        Duration::from_secs(10),
+        || async {
+            client
+                .get(format!("{base}/readyz"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200)
+        },
+    )
+    .await;
     let r = client
         .post(format!("{base}/v1/rooms/ops/messages"))
         .bearer_auth("k2")

@@ -13,9 +13,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use chat_protocol::ServerFrame;
-use chat_testkit::{RedisServer, WsClient, free_port};
+use chat_testkit::topology::{API_KEY, Topology};
+use chat_testkit::{RedisServer, WsClient, free_port, holds_within, wait_until};
 use parking_lot::Mutex;
-use support::{API_KEY, Seen, recording_client, spawn_gateway, start_replica};
+use support::{Seen, recording_client, start_replica, wait_until_all_joined};
 
 const REPO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
 
@@ -83,7 +84,7 @@ async fn a_drained_replica_hands_its_clients_to_the_other_through_nginx() {
     let drain = [("CHAT_DRAIN_SECS", "3")];
     let mut a = start_replica(&redis.url(), &drain).await;
     let b = start_replica(&redis.url(), &drain).await;
-    let gateway = spawn_gateway(&redis.url()).await;
+    let gateway = Topology::builder().gateway(&redis.url()).await.addr.port();
     let port = free_port();
     let prefix = edge_prefix(port, gateway, &[a.port, b.port]);
     let mut edge = tokio::process::Command::new(nginx())
@@ -98,21 +99,15 @@ async fn a_drained_replica_hands_its_clients_to_the_other_through_nginx() {
         .unwrap();
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();
-    let mut up = false;
-    for _ in 0..100 {
-        if client
+    wait_until("nginx proxies the API", Duration::from_secs(5), || async {
+        client
             .get(format!("{base}/v1/rooms/R/presence"))
             .bearer_auth(API_KEY)
             .send()
             .await
             .is_ok_and(|r| r.status() == 200)
-        {
-            up = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(up, "nginx proxies the API");
+    })
+    .await;
 
     // A full session through the edge: connect, join, publish over HTTP, send over WS.
     let ws = format!("ws://127.0.0.1:{port}/ws");
@@ -152,7 +147,8 @@ async fn a_drained_replica_hands_its_clients_to_the_other_through_nginx() {
         ));
         clients.push((seen, task));
     }
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    let joining: Vec<_> = clients.iter().map(|(seen, _)| (&**seen, 1)).collect();
+    wait_until_all_joined(&joining).await;
 
     let mut sent = 1; // "through the edge"
     let mut sigterm_at = None;
@@ -168,18 +164,19 @@ async fn a_drained_replica_hands_its_clients_to_the_other_through_nginx() {
                     .success()
             );
             sigterm_at = Some(Instant::now());
-            // Not ready at once, so a load balancer stops sending clients: the public
+            // Soon not ready, so a load balancer stops sending clients: the public
             // listener closes when the drain starts (a restarted replica can bind it),
             // so a probe there is refused; an internal listener would answer 503.
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            let ready = client
-                .get(format!("http://127.0.0.1:{}/readyz", a.port))
-                .send()
-                .await;
-            assert!(
-                ready.as_ref().map_or(true, |r| r.status() == 503),
-                "not ready while draining: {ready:?}"
-            );
+            let readyz = format!("http://127.0.0.1:{}/readyz", a.port);
+            wait_until(
+                "the draining replica is not ready",
+                Duration::from_secs(2),
+                || async {
+                    let ready = client.get(&readyz).send().await;
+                    ready.as_ref().map_or(true, |r| r.status() == 503)
+                },
+            )
+            .await;
         }
         let r = client
             .post(format!("{base}/v1/rooms/R/messages"))
@@ -195,6 +192,7 @@ async fn a_drained_replica_hands_its_clients_to_the_other_through_nginx() {
         {
             exit = Some((status, sigterm_at.unwrap().elapsed()));
         }
+        // Part of the scenario: a steady stream that runs through the whole drain.
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     let (status, took) = match exit {
@@ -213,15 +211,13 @@ async fn a_drained_replica_hands_its_clients_to_the_other_through_nginx() {
         "within the 3 s window (and a margin): {took:?}"
     );
 
-    for _ in 0..100 {
-        if clients
+    // Checked one by one below, with what each client missed.
+    holds_within(Duration::from_secs(5), || async {
+        clients
             .iter()
             .all(|(seen, _)| seen.lock().messages.get("R").map_or(0, Vec::len) >= sent - 1)
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await;
     stop.store(true, Ordering::Relaxed);
     let mut moved = 0;
     for (i, (seen, task)) in clients.into_iter().enumerate() {

@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use chat_engine::{CancellationToken, Engine, EngineConfig, Publication};
 use chat_protocol::{ClientFrame, ServerFrame, Since};
-use chat_testkit::{RedisServer, WsClient};
+use chat_testkit::{RedisServer, WsClient, holds_within, wait_until};
 use parking_lot::Mutex;
-use support::{Seen, recording_client, start_replica};
+use support::{Seen, recording_client, start_replica, wait_until_all_joined};
 
 fn rooms_of(client: usize) -> Vec<String> {
     (0..5)
@@ -44,7 +44,11 @@ async fn a_replica_killed_mid_stream_loses_no_message_for_anyone() {
         clients.push((i, seen, task));
     }
     // Every client has joined all its rooms before the stream starts.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let joining: Vec<_> = clients
+        .iter()
+        .map(|(i, seen, _)| (&**seen, rooms_of(*i).len()))
+        .collect();
+    wait_until_all_joined(&joining).await;
 
     let engine = Engine::from_config(
         &EngineConfig {
@@ -82,15 +86,12 @@ async fn a_replica_killed_mid_stream_loses_no_message_for_anyone() {
             .iter()
             .all(|r| seen.messages.get(r).map_or(0, |v| v.len() as u64) >= published[r])
     };
-    for _ in 0..200 {
-        if clients
+    holds_within(Duration::from_secs(10), || async {
+        clients
             .iter()
             .all(|(i, seen, _)| complete(&seen.lock(), &rooms_of(*i)))
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await;
     stop.store(true, Ordering::Relaxed);
     let mut reconnected = 0;
     for (i, seen, task) in clients {
@@ -169,19 +170,17 @@ async fn after_redis_loses_everything_nobody_is_told_recovery_succeeded() {
     redis.stop();
     a.child.start_kill().unwrap();
     redis.start_again();
-    let mut ready = false;
-    for _ in 0..100 {
-        if engine.ready()
-            && reqwest::get(format!("http://127.0.0.1:{}/readyz", b.port))
-                .await
-                .is_ok_and(|r| r.status() == 200)
-        {
-            ready = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(ready);
+    wait_until(
+        "the engine and replica B are ready on the new Redis",
+        Duration::from_secs(10),
+        || async {
+            engine.ready()
+                && reqwest::get(format!("http://127.0.0.1:{}/readyz", b.port))
+                    .await
+                    .is_ok_and(|r| r.status() == 200)
+        },
+    )
+    .await;
     let new = publish("new-1").await.unwrap();
     assert_ne!(new.epoch, old.epoch, "history was lost: a new epoch");
     assert_eq!(new.seq, 1);

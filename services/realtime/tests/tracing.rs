@@ -11,12 +11,13 @@ use std::time::Duration;
 use chat_protocol::ServerFrame;
 use chat_telemetry::LogFormat;
 use chat_telemetry::trace::TraceExport;
+use chat_testkit::topology::{API_KEY, Topology};
+use chat_testkit::wait_until;
 use chat_testkit::{RedisServer, WsClient, free_port};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use parking_lot::Mutex;
 use prost::Message as _;
-use support::{API_KEY, spawn_gateway};
 use tokio::io::AsyncBufReadExt;
 
 /// A span as the receiver got it.
@@ -113,21 +114,18 @@ async fn one_trace_spans_the_gateway_http_request_and_each_replica_delivery() {
             sink.lock().push(line);
         }
     });
-    let gateway = spawn_gateway(&redis.url()).await;
+    let gateway = Topology::builder().gateway(&redis.url()).await.addr.port();
 
     let client = reqwest::Client::new();
     let ready = format!("http://127.0.0.1:{port}/readyz");
-    for _ in 0..100 {
-        if client
+    wait_until("the replica is ready", Duration::from_secs(5), || async {
+        client
             .get(&ready)
             .send()
             .await
             .is_ok_and(|r| r.status() == 200)
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await;
     let ws = format!("ws://127.0.0.1:{port}/ws");
     let (mut bob, _) = WsClient::connect_as(&ws, "bob", false).await;
     bob.join("general").await;

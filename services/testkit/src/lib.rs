@@ -5,9 +5,15 @@
 //! - [`WsClient`]: a WebSocket client (tungstenite, an implementation independent of the
 //!   server's) speaking JSON or MessagePack.
 //! - [`Gate`]: a TCP proxy that cuts one process off a server and lets it back.
+//! - [`wait_until`], [`holds_within`]: wait for an observable condition, with a deadline.
+//! - `topology` (feature `topology`): gateway, realtime and all-in-one servers started
+//!   in-process on port 0, with a builder for their options.
 
 mod gate;
 pub use gate::Gate;
+
+#[cfg(feature = "topology")]
+pub mod topology;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -27,6 +33,39 @@ pub fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// Polls `condition` until it holds, panicking with `what` if it still does not after
+/// `within`. For states no event announces (a counter reached, a probe answering);
+/// where the system sends an event (`joined`, a message), wait on that instead.
+pub async fn wait_until<F, Fut>(what: &str, within: Duration, condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    assert!(
+        holds_within(within, condition).await,
+        "not within {within:?}: {what}"
+    );
+}
+
+/// Polls `condition` until it holds (true) or `within` passes (false), for a test that
+/// reports the failure in its own detail.
+pub async fn holds_within<F, Fut>(within: Duration, mut condition: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if condition().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 pub struct RedisServer {

@@ -9,10 +9,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use chat_auth::{Auth, AuthConfig, LimitsConfig};
-use chat_engine::{CancellationToken, Engine, EngineConfig};
 use chat_protocol::{ClientFrame, ServerFrame, Since};
-use chat_testkit::{WsClient, free_port};
+use chat_testkit::{WsClient, free_port, wait_until};
 use parking_lot::Mutex;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_chat-realtime");
@@ -33,19 +31,26 @@ pub async fn start_replica(redis_url: &str, extra: &[(&str, &str)]) -> Replica {
         .kill_on_drop(true)
         .spawn()
         .unwrap();
+    wait_until_ready(port).await;
+    Replica { child, port }
+}
+
+/// Waits for the server on `port` to answer `/readyz` with 200.
+pub async fn wait_until_ready(port: u16) {
     let client = reqwest::Client::new();
-    for _ in 0..100 {
-        if client
-            .get(format!("http://127.0.0.1:{port}/readyz"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == 200)
-        {
-            return Replica { child, port };
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("replica on {port} not ready");
+    let url = format!("http://127.0.0.1:{port}/readyz");
+    wait_until(
+        &format!("{url} answers 200"),
+        Duration::from_secs(10),
+        || async {
+            client
+                .get(&url)
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200)
+        },
+    )
+    .await;
 }
 
 /// What one client saw, per room.
@@ -54,6 +59,8 @@ pub struct Seen {
     pub messages: HashMap<String, Vec<(String, u64)>>,
     /// `recovered` of every join that carried `since`.
     pub recoveries: Vec<bool>,
+    /// `joined` frames received, over every connection.
+    pub joins: usize,
     pub reconnects: usize,
     /// `reconnect` frames received (the server was draining).
     pub told_to_reconnect: usize,
@@ -98,9 +105,11 @@ pub async fn recording_client(
             match c.try_recv(Duration::from_millis(200)).await {
                 None => continue,
                 Some(Err(_)) => break,
-                Some(Ok(ServerFrame::Joined {
-                    recovered: Some(r), ..
-                })) => seen.lock().recoveries.push(r),
+                Some(Ok(ServerFrame::Joined { recovered, .. })) => {
+                    let mut seen = seen.lock();
+                    seen.joins += 1;
+                    seen.recoveries.extend(recovered);
+                }
                 Some(Ok(ServerFrame::Message(m))) => {
                     since.insert(
                         m.room.clone(),
@@ -125,37 +134,18 @@ pub async fn recording_client(
     }
 }
 
-/// The API key of the gateway [`spawn_gateway`] starts.
-pub const API_KEY: &str = "support-test-key";
-
-/// An in-process gateway on Redis at `redis_url` (dev mode, [`API_KEY`]); its port.
-pub async fn spawn_gateway(redis_url: &str) -> u16 {
-    let engine = Engine::from_config(
-        &EngineConfig {
-            redis_url: Some(redis_url.into()),
-            ..EngineConfig::default()
+/// Waits until every client has seen `joined` for each of its rooms: from then on its
+/// replica is subscribed to them (a replica answers `joined` only once its
+/// subscription is in place), so nothing published next can pass it by.
+pub async fn wait_until_all_joined(clients: &[(&Mutex<Seen>, usize)]) {
+    wait_until(
+        "every client has joined all its rooms",
+        Duration::from_secs(20),
+        || async {
+            clients
+                .iter()
+                .all(|(seen, rooms)| seen.lock().joins >= *rooms)
         },
-        CancellationToken::new(),
     )
-    .unwrap();
-    let auth = Auth::from_config(
-        &AuthConfig {
-            dev_mode: Some(true),
-            api_keys: vec![API_KEY.into()],
-            ..AuthConfig::default()
-        },
-        false,
-    )
-    .unwrap();
-    let gw = chat_gateway::Gateway::new(
-        engine,
-        Arc::new(auth),
-        &LimitsConfig::default(),
-        Arc::new(chat_telemetry::Metrics::new()),
-        chat_telemetry::Shutdown::new(),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(chat_gateway::run(listener, None, gw));
-    port
+    .await;
 }
