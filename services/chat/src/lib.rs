@@ -118,21 +118,14 @@ pub async fn run(
     internal: Option<TcpListener>,
     chat: Chat,
 ) -> std::io::Result<()> {
-    let shutdown = chat.realtime.shutdown.clone();
-    chat_telemetry::spawn_engine_gauge(
-        chat.gateway.metrics.clone(),
-        chat.gateway.engine.readiness(),
-    );
-    let timeout = chat.realtime.limits.handshake_timeout();
-    let app = chat_telemetry::with_ops(chat.router(), chat.ops(), internal, timeout, &shutdown);
-    let edge = chat_realtime::edge(&chat.realtime);
-    let drain = {
-        let realtime = chat.realtime.clone();
-        async move { chat_realtime::drain::drain(&realtime).await }
+    let service = chat_telemetry::serve::Service {
+        app: chat.router(),
+        ops: chat.ops(),
+        edge: chat_realtime::edge(&chat.realtime),
+        metrics: chat.gateway.metrics.clone(),
+        engine_ready: chat.gateway.engine.readiness(),
+        shutdown: chat.realtime.shutdown.clone(),
     };
-    let served =
-        chat_telemetry::serve::serve_draining(listener, app, edge, shutdown.stopping(), drain)
-            .await;
-    shutdown.finish();
-    served
+    let drain = async move { chat_realtime::drain::drain(&chat.realtime).await };
+    chat_telemetry::serve::run(listener, internal, service, drain).await
 }

@@ -108,12 +108,14 @@ pub async fn run(
     internal: Option<TcpListener>,
     gw: Arc<Gateway>,
 ) -> std::io::Result<()> {
-    let shutdown = gw.shutdown.clone();
-    chat_telemetry::spawn_engine_gauge(gw.metrics.clone(), gw.engine.readiness());
-    let timeout = gw.handshake_timeout;
-    let app = chat_telemetry::with_ops(router(gw.clone()), ops(&gw), internal, timeout, &shutdown);
-    let edge = chat_telemetry::serve::Edge::new(timeout);
-    let served = chat_telemetry::serve::serve(listener, app, edge, shutdown.stopping()).await;
-    shutdown.finish();
-    served
+    let service = chat_telemetry::serve::Service {
+        app: router(gw.clone()),
+        ops: ops(&gw),
+        edge: chat_telemetry::serve::Edge::new(gw.handshake_timeout),
+        metrics: gw.metrics.clone(),
+        engine_ready: gw.engine.readiness(),
+        shutdown: gw.shutdown.clone(),
+    };
+    // Nothing to drain: readiness is 503 from the stop on, in-flight requests finish.
+    chat_telemetry::serve::run(listener, internal, service, async {}).await
 }

@@ -13,7 +13,7 @@
 //! - [`frame`]: server frames, WebSocket-framed once and shared by every recipient.
 //! - [`trace`]: spans of sends and deliveries (one trace per message), delivery latency.
 //!
-//! [`run`] serves `/ws` (and the ops routes) until the shutdown future resolves; the
+//! [`run`] serves `/ws` (and the ops routes) until its [`Shutdown`] stops it; the
 //! all-in-one `chat` mounts [`router`] beside the gateway's routes instead.
 
 pub mod close;
@@ -425,18 +425,14 @@ pub async fn run(
     internal: Option<TcpListener>,
     rt: Arc<Realtime>,
 ) -> std::io::Result<()> {
-    let shutdown = rt.shutdown.clone();
-    chat_telemetry::spawn_engine_gauge(rt.metrics.clone(), rt.hub.engine().readiness());
-    let timeout = rt.limits.handshake_timeout();
-    let app = chat_telemetry::with_ops(router(rt.clone()), ops(&rt), internal, timeout, &shutdown);
-    let edge = edge(&rt);
-    let drain = {
-        let rt = rt.clone();
-        async move { drain::drain(&rt).await }
+    let service = chat_telemetry::serve::Service {
+        app: router(rt.clone()),
+        ops: ops(&rt),
+        edge: edge(&rt),
+        metrics: rt.metrics.clone(),
+        engine_ready: rt.hub.engine().readiness(),
+        shutdown: rt.shutdown.clone(),
     };
-    let served =
-        chat_telemetry::serve::serve_draining(listener, app, edge, shutdown.stopping(), drain)
-            .await;
-    shutdown.finish();
-    served
+    let drain = async move { drain::drain(&rt).await };
+    chat_telemetry::serve::run(listener, internal, service, drain).await
 }

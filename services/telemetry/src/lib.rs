@@ -6,7 +6,9 @@
 //!   span export, configured by the standard `OTEL_*` variables.
 //! - [`json_errors`]: the JSON error answers of unknown paths and wrong methods.
 //! - [`serve`]: the HTTP server loop of every listener (handshake timeout, per-socket
-//!   admission, graceful shutdown).
+//!   admission, graceful shutdown), and [`serve::run`], the one `run` of every binary.
+//! - [`shutdown`]: [`Shutdown`], a process's one stop (stopping, then done) that every
+//!   task watches, and the connections a drain waits for.
 //! - [`healthcheck`]: the `healthcheck` subcommand every binary answers (container
 //!   health checks without a shell).
 

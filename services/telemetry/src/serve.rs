@@ -80,6 +80,45 @@ pub fn take_admission<T: Any>(matches: impl FnOnce(&T) -> bool) -> Option<T> {
         .flatten()
 }
 
+/// One service of a process (the gateway, a realtime replica, or `chat` with both):
+/// what [`run`] serves.
+pub struct Service {
+    /// The public routes.
+    pub app: Router,
+    /// `/healthz`, `/readyz`, `/metrics`: on the internal listener when there is one.
+    pub ops: Router,
+    pub edge: Edge,
+    pub metrics: Arc<crate::Metrics>,
+    /// The engine's readiness, mirrored into `chat_engine_ready`.
+    pub engine_ready: tokio::sync::watch::Receiver<bool>,
+    pub shutdown: crate::Shutdown,
+}
+
+/// Serves `service` on `listener` (and its ops routes on `internal`) until its
+/// [`Shutdown`](crate::Shutdown) stops it: the listener closes, `drain` runs, in-flight
+/// requests finish, then every background task ends. The one `run` of all three
+/// binaries.
+pub async fn run(
+    listener: TcpListener,
+    internal: Option<TcpListener>,
+    service: Service,
+    drain: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let Service {
+        app,
+        ops,
+        edge,
+        metrics,
+        engine_ready,
+        shutdown,
+    } = service;
+    crate::spawn_engine_gauge(metrics, engine_ready);
+    let app = crate::with_ops(app, ops, internal, edge.handshake_timeout, &shutdown);
+    let served = serve_draining(listener, app, edge, shutdown.stopping(), drain).await;
+    shutdown.finish();
+    served
+}
+
 /// Refusals answered at once are bounded: past this many in flight, a refused socket is
 /// just closed, so a flood cannot hold files open through its refusals.
 const REFUSALS_IN_FLIGHT: usize = 64;
