@@ -185,15 +185,7 @@ async fn a_user_who_publishes_too_fast_over_http_gets_429_with_retry_after() {
     assert_eq!(status, 201, "after Retry-After: {body}");
 
     // Nothing refused was stored: 3 + 1 of alice's, 1 of bob's, 10 of the backend's.
-    let history: Value = http()
-        .get(&url)
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let history = common::get_json_as(&url, &token).await;
     assert_eq!(
         history["messages"].as_array().unwrap().len(),
         15,

@@ -471,15 +471,7 @@ async fn typing_is_forwarded_sparingly_and_never_stored(t: &Topology) {
             _ => {}
         }
     }
-    let h: Value = http()
-        .get(t.http_url(0, "/v1/rooms/T/messages"))
-        .bearer_auth(API_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let h = common::get_json_as(&t.http_url(0, "/v1/rooms/T/messages"), API_KEY).await;
     assert_eq!(
         h["messages"].as_array().unwrap().len(),
         0,

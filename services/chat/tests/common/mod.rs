@@ -50,6 +50,12 @@ pub async fn get_json(url: &str) -> serde_json::Value {
     http().get(url).send().await.unwrap().json().await.unwrap()
 }
 
+/// `GET url` as `bearer` (a user token or an API key), its body as JSON.
+pub async fn get_json_as(url: &str, bearer: &str) -> serde_json::Value {
+    let r = http().get(url).bearer_auth(bearer).send().await.unwrap();
+    r.json().await.unwrap()
+}
+
 /// A dev-mode user token from the server at `base` (`http://host:port`).
 pub async fn dev_token(base: &str, user: &str) -> String {
     let v: serde_json::Value = http()
