@@ -1,14 +1,11 @@
-//! Who may do what, and how much.
+//! Who may do what.
 //!
 //! - [`AuthConfig`] / [`Auth`]: user JWTs (`CHAT_JWT_SECRET`), server API keys
 //!   (`CHAT_API_KEYS`) and dev mode, resolved into a [`Principal`].
-//! - [`proxy`]: which proxies may name the client in `X-Forwarded-For`.
 //!
 //! Channel rules live here too, so the WebSocket and HTTP sides cannot disagree: a user
 //! reads only their own `@user` channel and every room not named `private-*` unless the
 //! token's `rooms` claim says otherwise.
-
-pub mod proxy;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 

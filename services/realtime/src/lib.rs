@@ -10,7 +10,8 @@
 //! - [`reader`]: client frames checked against RFC 6455 and reassembled; [`close`]: the
 //!   close codes and their metric labels; [`handshake`]: the upgrade request's checks.
 //! - [`send_queue`]: a connection's bounded queue of ready-to-write frames.
-//! - [`limits`]: [`limits::ConnectionLimits`], the WebSocket limits of a replica.
+//! - [`limits`]: [`limits::ConnectionLimits`], the WebSocket limits of a replica;
+//!   [`proxy`]: which proxies may name the client in `X-Forwarded-For` (per-IP limit).
 //! - [`frame`]: server frames, WebSocket-framed once and shared by every recipient.
 //! - [`trace`]: spans of sends and deliveries (one trace per message), delivery latency.
 //!
@@ -24,6 +25,7 @@ pub mod frame;
 pub mod handshake;
 pub mod hub;
 pub mod limits;
+pub mod proxy;
 pub mod rate;
 pub mod reader;
 pub mod recovery;

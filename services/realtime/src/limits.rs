@@ -4,7 +4,7 @@
 //! [`chat_protocol::codec::TextLimit`]; the handshake timeout every listener shares is
 //! [`chat_telemetry::serve::EdgeConfig`].
 
-use chat_auth::proxy::Proxies;
+use crate::proxy::Proxies;
 
 /// The WebSocket limits of one replica.
 #[derive(Debug, Clone, clap::Args)]
