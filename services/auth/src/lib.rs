@@ -1,15 +1,11 @@
-//! Who may do what, and how much.
+//! Who may do what.
 //!
 //! - [`AuthConfig`] / [`Auth`]: user JWTs (`CHAT_JWT_SECRET`), server API keys
 //!   (`CHAT_API_KEYS`) and dev mode, resolved into a [`Principal`].
-//! - [`LimitsConfig`]: the sizes every service enforces.
-//! - [`proxy`]: which proxies may name the client in `X-Forwarded-For`.
 //!
 //! Channel rules live here too, so the WebSocket and HTTP sides cannot disagree: a user
 //! reads only their own `@user` channel and every room not named `private-*` unless the
 //! token's `rooms` claim says otherwise.
-
-pub mod proxy;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -47,79 +43,6 @@ pub struct AuthConfig {
         value_delimiter = ','
     )]
     pub api_keys: Vec<String>,
-}
-
-/// Limits every service enforces. Each hit is counted in `chat_limit_hits_total`.
-#[derive(Debug, Clone, clap::Args)]
-pub struct LimitsConfig {
-    /// Max `text` size in bytes (UTF-8). A WebSocket frame may be 4 KiB larger.
-    #[arg(long, env = "CHAT_MAX_MESSAGE_BYTES", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..=1_048_576))]
-    pub max_message_bytes: u32,
-
-    /// Rooms one connection may be in at once.
-    #[arg(long, env = "CHAT_MAX_ROOMS_PER_CONNECTION", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
-    pub max_rooms_per_connection: u32,
-
-    /// Connections one user may hold on one replica.
-    #[arg(long, env = "CHAT_MAX_CONNECTIONS_PER_USER", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
-    pub max_connections_per_user: u32,
-
-    /// Connections one IP address may hold on one replica (behind a proxy that is not
-    /// in `CHAT_TRUSTED_PROXIES`, the proxy's).
-    #[arg(long, env = "CHAT_MAX_CONNECTIONS_PER_IP", default_value_t = 20_000, value_parser = clap::value_parser!(u32).range(1..))]
-    pub max_connections_per_ip: u32,
-
-    /// Proxies (addresses or CIDR blocks, comma-separated) whose `X-Forwarded-For`
-    /// names the client for the per-IP limit. Empty: the header is never read.
-    #[arg(long, env = "CHAT_TRUSTED_PROXIES", default_value = "", value_parser = clap::value_parser!(proxy::Proxies))]
-    pub trusted_proxies: proxy::Proxies,
-
-    /// Frames per second one connection may send (token bucket refill rate).
-    #[arg(long, env = "CHAT_RATE_LIMIT_PER_SEC", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
-    pub rate_limit_per_sec: u32,
-
-    /// Frames one connection may send in a burst (token bucket size).
-    #[arg(long, env = "CHAT_RATE_LIMIT_BURST", default_value_t = 40, value_parser = clap::value_parser!(u32).range(1..))]
-    pub rate_limit_burst: u32,
-
-    /// HTTP publishes per second one user may make on a gateway (token bucket refill
-    /// rate); past it 429 with `Retry-After`. Server API keys are not limited.
-    #[arg(long, env = "CHAT_HTTP_RATE_LIMIT_PER_SEC", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
-    pub http_rate_limit_per_sec: u32,
-
-    /// HTTP publishes one user may make in a burst (token bucket size).
-    #[arg(long, env = "CHAT_HTTP_RATE_LIMIT_BURST", default_value_t = 40, value_parser = clap::value_parser!(u32).range(1..))]
-    pub http_rate_limit_burst: u32,
-
-    /// Bytes queued to one connection before it counts as a slow consumer (closed
-    /// with 1013; it reconnects and recovers).
-    #[arg(long, env = "CHAT_SEND_QUEUE_BYTES", default_value_t = 1 << 20, value_parser = clap::value_parser!(u32).range(4096..))]
-    pub send_queue_bytes: u32,
-
-    /// Not a limit but the fan-out's trade: milliseconds a connection's writer waits
-    /// after the first frame of a batch, so that frames arriving meanwhile share one
-    /// write. 0 writes at once (lowest latency); a few ms cut the CPU per delivery in
-    /// busy rooms.
-    #[arg(long, env = "CHAT_WRITE_DELAY_MS", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=1000))]
-    pub write_delay_ms: u32,
-
-    /// Seconds a new connection has to send a complete request head (and a kept-alive
-    /// one its next): past it the socket is closed, so half-open clients cannot hold
-    /// files (and their IP's connection slots) forever.
-    #[arg(long, env = "CHAT_HANDSHAKE_TIMEOUT_SECS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=300))]
-    pub handshake_timeout_secs: u64,
-}
-
-impl LimitsConfig {
-    pub fn handshake_timeout(&self) -> std::time::Duration {
-        std::time::Duration::from_secs(self.handshake_timeout_secs)
-    }
-}
-
-impl Default for LimitsConfig {
-    fn default() -> Self {
-        chat_protocol::settings::declared_defaults()
-    }
 }
 
 /// A configuration that cannot work: names the setting, says why.

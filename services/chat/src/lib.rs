@@ -8,11 +8,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
-use chat_auth::{Auth, AuthConfig, LimitsConfig};
+use chat_auth::{Auth, AuthConfig};
 use chat_engine::{Engine, EngineConfig};
 use chat_gateway::Gateway;
-use chat_realtime::Options;
-use chat_realtime::Realtime;
+use chat_gateway::rate::PublishBudget;
+use chat_protocol::codec::TextLimit;
+use chat_realtime::{ConnectionLimits, Options, Realtime};
+use chat_telemetry::serve::EdgeConfig;
 use chat_telemetry::{Metrics, Shutdown, TelemetryConfig};
 use tokio::net::TcpListener;
 
@@ -35,7 +37,16 @@ pub struct Config {
     pub auth: AuthConfig,
 
     #[command(flatten)]
-    pub limits: LimitsConfig,
+    pub text: TextLimit,
+
+    #[command(flatten)]
+    pub limits: ConnectionLimits,
+
+    #[command(flatten)]
+    pub publish: PublishBudget,
+
+    #[command(flatten)]
+    pub edge: EdgeConfig,
 
     #[command(flatten)]
     pub telemetry: TelemetryConfig,
@@ -44,6 +55,19 @@ pub struct Config {
     /// (`reconnect`, then close 1012), before it exits 0.
     #[arg(long, env = "CHAT_DRAIN_SECS", default_value_t = chat_realtime::DRAIN_SECS, value_parser = clap::value_parser!(u64).range(0..=3600))]
     pub drain_secs: u64,
+}
+
+impl Config {
+    /// The realtime half's settings; the gateway half shares their text limit and edge,
+    /// and takes [`Config::publish`] besides.
+    pub fn options(&self) -> Options {
+        Options {
+            text: self.text,
+            limits: self.limits.clone(),
+            edge: self.edge,
+            ..Options::new(self.engine.history_size, self.drain_secs)
+        }
+    }
 }
 
 /// Both halves of the system over one engine.
@@ -62,12 +86,14 @@ pub enum StartError {
 }
 
 impl Chat {
-    /// Builds the engine and both halves; `dev_default` is dev mode's default (true for
-    /// the binary).
+    /// Builds the engine and both halves (dev mode on unless `auth` says otherwise):
+    /// the realtime with `options`, the gateway with their text limit and edge and the
+    /// `publish` budget.
     pub async fn start(
         engine: &EngineConfig,
         auth: &AuthConfig,
         options: Options,
+        publish: PublishBudget,
         shutdown: Shutdown,
     ) -> Result<Chat, StartError> {
         // The engine's probe and bus end when the process is done.
@@ -86,7 +112,11 @@ impl Chat {
         let gateway = Gateway::new(
             engine_impl.clone(),
             auth.clone(),
-            &options.limits,
+            chat_gateway::Options {
+                text: options.text,
+                publish,
+                edge: options.edge,
+            },
             metrics.clone(),
             shutdown.clone(),
         );

@@ -10,15 +10,11 @@ async fn main() -> std::io::Result<()> {
     }
     let config: Config = parse_config();
     let _telemetry = chat_telemetry::init(&config.telemetry, "chat");
-    let options = chat_realtime::Options::new(
-        config.limits.clone(),
-        config.engine.history_size,
-        config.drain_secs,
-    );
     let chat = Chat::start(
         &config.engine,
         &config.auth,
-        options,
+        config.options(),
+        config.publish,
         Shutdown::on_signals(),
     )
     .await

@@ -135,9 +135,9 @@ async fn post_with_retry_after(
 #[tokio::test]
 async fn a_user_who_publishes_too_fast_over_http_gets_429_with_retry_after() {
     let t = Topology::builder()
-        .options(|o| {
-            o.limits.http_rate_limit_per_sec = 1;
-            o.limits.http_rate_limit_burst = 3;
+        .publish_budget(|b| {
+            b.http_rate_limit_per_sec = 1;
+            b.http_rate_limit_burst = 3;
         })
         .all_in_one()
         .await;

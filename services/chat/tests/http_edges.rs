@@ -116,7 +116,7 @@ async fn half_open_clients_hold_only_their_own_slots(addr: SocketAddr) {
 fn short_handshake() -> Builder {
     Topology::builder().options(|o| {
         o.limits.max_connections_per_ip = LIMIT;
-        o.limits.handshake_timeout_secs = 1;
+        o.edge.handshake_timeout_secs = 1;
     })
 }
 

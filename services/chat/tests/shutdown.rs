@@ -40,7 +40,8 @@ async fn a_stopped_chat_leaves_nothing_running() {
     let chat = chat::Chat::start(
         &settings.engine_config(Some(&redis.url())),
         &settings.auth_config(),
-        chat_realtime::Options::new(Default::default(), 1000, 1),
+        chat_realtime::Options::new(1000, 1),
+        Default::default(),
         shutdown.clone(),
     )
     .await

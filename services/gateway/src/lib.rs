@@ -21,8 +21,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use chat_auth::{Auth, AuthConfig, LimitsConfig};
+use chat_auth::{Auth, AuthConfig};
 use chat_engine::{Engine, EngineConfig};
+use chat_protocol::codec::TextLimit;
+use chat_telemetry::serve::EdgeConfig;
 use chat_telemetry::{Metrics, Shutdown, TelemetryConfig};
 use tokio::net::TcpListener;
 
@@ -43,10 +45,36 @@ pub struct Config {
     pub auth: AuthConfig,
 
     #[command(flatten)]
-    pub limits: LimitsConfig,
+    pub text: TextLimit,
+
+    #[command(flatten)]
+    pub publish: rate::PublishBudget,
+
+    #[command(flatten)]
+    pub edge: EdgeConfig,
 
     #[command(flatten)]
     pub telemetry: TelemetryConfig,
+}
+
+impl Config {
+    /// The settings [`Gateway::new`] takes.
+    pub fn options(&self) -> Options {
+        Options {
+            text: self.text,
+            publish: self.publish,
+            edge: self.edge,
+        }
+    }
+}
+
+/// What a gateway needs besides its engine and authentication: the groups of settings
+/// it enforces, each declared by its owner.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    pub text: TextLimit,
+    pub publish: rate::PublishBudget,
+    pub edge: EdgeConfig,
 }
 
 /// Shared by every request.
@@ -65,7 +93,7 @@ impl Gateway {
     pub fn new(
         engine: Engine,
         auth: Arc<Auth>,
-        limits: &LimitsConfig,
+        options: Options,
         metrics: Arc<Metrics>,
         shutdown: Shutdown,
     ) -> Arc<Self> {
@@ -73,12 +101,9 @@ impl Gateway {
             engine,
             auth,
             metrics,
-            max_message_bytes: limits.max_message_bytes as usize,
-            handshake_timeout: limits.handshake_timeout(),
-            publish_limiter: rate::PublishLimiter::new(
-                limits.http_rate_limit_per_sec,
-                limits.http_rate_limit_burst,
-            ),
+            max_message_bytes: options.text.max_bytes(),
+            handshake_timeout: options.edge.handshake_timeout(),
+            publish_limiter: rate::PublishLimiter::from_budget(&options.publish),
             shutdown,
         })
     }

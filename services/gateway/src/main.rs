@@ -31,7 +31,7 @@ async fn main() -> std::io::Result<()> {
     let gw = Gateway::new(
         engine,
         Arc::new(auth),
-        &config.limits,
+        config.options(),
         Arc::new(Metrics::new()),
         shutdown,
     );

@@ -2,6 +2,7 @@
 //! holding at most `burst`, on each gateway replica. A caller past it gets 429
 //! `rate_limited` with `Retry-After`. Server API keys are not limited: a backend
 //! publishes for many users, and its own load is its operator's to size.
+//! [`PublishBudget`] is its settings (`CHAT_HTTP_RATE_LIMIT_*`).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -11,6 +12,25 @@ use parking_lot::Mutex;
 /// Buckets kept before idle ones are swept: a full bucket says nothing a new one would
 /// not, so sweeping them bounds memory by the callers active within one refill.
 const SWEEP_ABOVE: usize = 4096;
+
+/// The publish budget's settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Args)]
+pub struct PublishBudget {
+    /// HTTP publishes per second one user may make on a gateway (token bucket refill
+    /// rate); past it 429 with `Retry-After`. Server API keys are not limited.
+    #[arg(long, env = "CHAT_HTTP_RATE_LIMIT_PER_SEC", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+    pub http_rate_limit_per_sec: u32,
+
+    /// HTTP publishes one user may make in a burst (token bucket size).
+    #[arg(long, env = "CHAT_HTTP_RATE_LIMIT_BURST", default_value_t = 40, value_parser = clap::value_parser!(u32).range(1..))]
+    pub http_rate_limit_burst: u32,
+}
+
+impl Default for PublishBudget {
+    fn default() -> Self {
+        chat_protocol::settings::declared_defaults()
+    }
+}
 
 pub struct PublishLimiter {
     rate: f64,
@@ -24,6 +44,10 @@ struct Bucket {
 }
 
 impl PublishLimiter {
+    pub fn from_budget(budget: &PublishBudget) -> Self {
+        Self::new(budget.http_rate_limit_per_sec, budget.http_rate_limit_burst)
+    }
+
     pub fn new(rate: u32, burst: u32) -> Self {
         Self {
             rate: f64::from(rate),

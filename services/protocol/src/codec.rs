@@ -111,6 +111,34 @@ pub fn decode_server(payload: &[u8], binary: bool) -> Result<ServerFrame, Protoc
     }
 }
 
+/// The text limit: what the gateway's publishes and the WebSocket's `publish` frames
+/// both enforce (through [`check_text`] and [`max_frame_bytes`]). Each hit is counted in
+/// `chat_limit_hits_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Args)]
+pub struct TextLimit {
+    /// Max `text` size in bytes (UTF-8). A WebSocket frame may be 4 KiB larger.
+    #[arg(long, env = "CHAT_MAX_MESSAGE_BYTES", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..=1_048_576))]
+    pub max_message_bytes: u32,
+}
+
+impl TextLimit {
+    /// The largest `text`, in UTF-8 bytes.
+    pub fn max_bytes(&self) -> usize {
+        self.max_message_bytes as usize
+    }
+
+    /// The largest client frame this limit allows: see [`max_frame_bytes`].
+    pub fn max_frame_bytes(&self) -> usize {
+        max_frame_bytes(self.max_bytes())
+    }
+}
+
+impl Default for TextLimit {
+    fn default() -> Self {
+        crate::settings::declared_defaults()
+    }
+}
+
 /// `CHAT_MAX_MESSAGE_BYTES` applies to `text`, counted in UTF-8 bytes.
 pub fn check_text(text: &str, max_bytes: usize) -> Result<(), ProtocolError> {
     if text.len() > max_bytes {
@@ -378,6 +406,7 @@ mod tests {
         assert!(check_text("ok", 2).is_ok());
         assert_eq!(check_text("éé", 3).unwrap_err().code, ErrorCode::TooLarge);
         assert_eq!(check_text("", 3).unwrap_err().code, ErrorCode::BadRequest);
+        assert_eq!(TextLimit::default().max_bytes(), 4096);
     }
 
     #[test]

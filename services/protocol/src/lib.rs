@@ -3,7 +3,8 @@
 //! - [`names`]: user ids, room names and the channels they make (`general`, `@alice`).
 //! - [`frames`]: the WebSocket frames, client to server and server to client.
 //! - [`http`]: the bodies of the HTTP routes.
-//! - [`codec`]: JSON and MessagePack encodings, and the frame-size and text-size checks.
+//! - [`codec`]: JSON and MessagePack encodings, and the frame-size and text-size checks
+//!   ([`codec::TextLimit`], `CHAT_MAX_MESSAGE_BYTES`).
 //! - [`error`]: the contract's error codes, one enum for frames and HTTP alike.
 //! - [`settings`]: a config's defaults, read back from its declared settings.
 

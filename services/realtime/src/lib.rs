@@ -10,6 +10,8 @@
 //! - [`reader`]: client frames checked against RFC 6455 and reassembled; [`close`]: the
 //!   close codes and their metric labels; [`handshake`]: the upgrade request's checks.
 //! - [`send_queue`]: a connection's bounded queue of ready-to-write frames.
+//! - [`limits`]: [`limits::ConnectionLimits`], the WebSocket limits of a replica;
+//!   [`proxy`]: which proxies may name the client in `X-Forwarded-For` (per-IP limit).
 //! - [`frame`]: server frames, WebSocket-framed once and shared by every recipient.
 //! - [`trace`]: spans of sends and deliveries (one trace per message), delivery latency.
 //!
@@ -22,6 +24,8 @@ pub mod drain;
 pub mod frame;
 pub mod handshake;
 pub mod hub;
+pub mod limits;
+pub mod proxy;
 pub mod rate;
 pub mod reader;
 pub mod recovery;
@@ -41,15 +45,18 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
-use chat_auth::{Auth, AuthConfig, LimitsConfig};
+use chat_auth::{Auth, AuthConfig};
 use chat_engine::{BusHandler, Engine, EngineConfig};
+use chat_protocol::codec::TextLimit;
 use chat_protocol::http::{ErrorBody, ErrorDetail};
 use chat_protocol::{Encoding, ErrorCode};
+use chat_telemetry::serve::EdgeConfig;
 use chat_telemetry::{Metrics, Shutdown, TelemetryConfig};
 use fastwebsockets::upgrade::IncomingUpgrade;
 use tokio::net::TcpListener;
 
 pub use hub::Hub;
+pub use limits::ConnectionLimits;
 
 /// Configuration of `chat-realtime` (flags, or the `CHAT_*` variables).
 #[derive(Debug, Clone, clap::Parser)]
@@ -66,7 +73,13 @@ pub struct Config {
     pub auth: AuthConfig,
 
     #[command(flatten)]
-    pub limits: LimitsConfig,
+    pub text: TextLimit,
+
+    #[command(flatten)]
+    pub limits: ConnectionLimits,
+
+    #[command(flatten)]
+    pub edge: EdgeConfig,
 
     #[command(flatten)]
     pub telemetry: TelemetryConfig,
@@ -75,6 +88,18 @@ pub struct Config {
     /// gets `reconnect` and a 1012 close at a spread-out moment, then the process exits 0.
     #[arg(long, env = "CHAT_DRAIN_SECS", default_value_t = DRAIN_SECS, value_parser = clap::value_parser!(u64).range(0..=3600))]
     pub drain_secs: u64,
+}
+
+impl Config {
+    /// The settings [`Realtime::start`] takes.
+    pub fn options(&self) -> Options {
+        Options {
+            text: self.text,
+            limits: self.limits.clone(),
+            edge: self.edge,
+            ..Options::new(self.engine.history_size, self.drain_secs)
+        }
+    }
 }
 
 /// `CHAT_DRAIN_SECS`'s default, for `chat-realtime` and `chat` alike.
@@ -100,19 +125,25 @@ impl Default for Timing {
     }
 }
 
-/// What a realtime needs besides its engine and authentication.
+/// What a realtime needs besides its engine and authentication: the groups of
+/// settings it enforces (each declared by its owner), history size and timers.
 #[derive(Debug, Clone)]
 pub struct Options {
-    pub limits: LimitsConfig,
+    pub text: TextLimit,
+    pub limits: ConnectionLimits,
+    pub edge: EdgeConfig,
     pub history_size: u64,
     pub timing: Timing,
     pub drain: Duration,
 }
 
 impl Options {
-    pub fn new(limits: LimitsConfig, history_size: u64, drain_secs: u64) -> Self {
+    /// The default limits and timers.
+    pub fn new(history_size: u64, drain_secs: u64) -> Self {
         Self {
-            limits,
+            text: TextLimit::default(),
+            limits: ConnectionLimits::default(),
+            edge: EdgeConfig::default(),
             history_size,
             timing: Timing::default(),
             drain: Duration::from_secs(drain_secs),
@@ -126,7 +157,9 @@ pub struct Realtime {
     pub auth: Arc<Auth>,
     pub metrics: Arc<Metrics>,
     pub timing: Timing,
-    pub limits: LimitsConfig,
+    pub text: TextLimit,
+    pub limits: ConnectionLimits,
+    pub edge: EdgeConfig,
     pub drain_window: Duration,
     /// The process's stop: it refuses upgrades, drains, and ends the background tasks.
     pub shutdown: Shutdown,
@@ -145,7 +178,6 @@ impl Realtime {
         options: Options,
         shutdown: Shutdown,
     ) -> Result<Arc<Realtime>, chat_engine::EngineError> {
-        let limits = options.limits;
         for reason in close::labels() {
             metrics.ws_closes.with_label_values(&[reason]);
         }
@@ -165,7 +197,9 @@ impl Realtime {
             auth,
             metrics,
             timing: options.timing,
-            limits,
+            text: options.text,
+            limits: options.limits,
+            edge: options.edge,
             drain_window: options.drain,
             shutdown,
             replica: chat_engine::epoch::new_epoch()[..6].to_owned(),
@@ -178,7 +212,7 @@ impl Realtime {
     /// The largest frame (and reassembled message) a client may send: the text limit
     /// plus room for the envelope.
     pub fn max_frame_bytes(&self) -> usize {
-        chat_protocol::codec::max_frame_bytes(self.limits.max_message_bytes as usize)
+        self.text.max_frame_bytes()
     }
 
     /// Counts a limit hit (`chat_limit_hits_total{limit}`).
@@ -249,7 +283,7 @@ pub fn edge(rt: &Arc<Realtime>) -> chat_telemetry::serve::Edge {
             }
         }
     };
-    chat_telemetry::serve::Edge::new(rt.limits.handshake_timeout()).admit(Arc::new(admit))
+    rt.edge.edge().admit(Arc::new(admit))
 }
 
 /// A connection's share of its IP's limit, given back when the connection ends.

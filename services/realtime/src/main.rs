@@ -2,7 +2,7 @@ use std::sync::Arc;
 
 use chat_auth::Auth;
 use chat_engine::Engine;
-use chat_realtime::{Config, Options, Realtime};
+use chat_realtime::{Config, Realtime};
 use chat_telemetry::{
     Metrics, Shutdown, config_error, healthcheck, parse_config, parse_config_from,
 };
@@ -28,11 +28,7 @@ async fn main() -> std::io::Result<()> {
         .unwrap_or_else(|e| config_error("CHAT_REDIS_URL", &e.to_string()));
     let auth = Auth::from_config(&config.auth, false)
         .unwrap_or_else(|e| config_error(e.setting, &e.message));
-    let options = Options::new(
-        config.limits.clone(),
-        config.engine.history_size,
-        config.drain_secs,
-    );
+    let options = config.options();
     let metrics = Arc::new(Metrics::new());
     let rt = Realtime::start(engine, Arc::new(auth), metrics, options, shutdown)
         .await

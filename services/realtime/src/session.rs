@@ -370,7 +370,7 @@ impl Session {
             trace: span.in_scope(chat_telemetry::trace::context_of_current),
         };
         let metrics = &self.rt.metrics;
-        let max = self.rt.limits.max_message_bytes as usize;
+        let max = self.rt.text.max_bytes();
         let published = publish::publish(self.rt.hub.engine(), out, max, |took| {
             metrics.observe_publish(took)
         });
@@ -408,14 +408,23 @@ impl Session {
 mod tests {
     use std::collections::VecDeque;
 
-    use chat_auth::{Auth, AuthConfig, LimitsConfig};
+    use chat_auth::{Auth, AuthConfig};
     use chat_engine::{Engine, EngineConfig};
+    use chat_protocol::codec::TextLimit;
     use chat_telemetry::Metrics;
 
     use super::*;
-    use crate::Options;
+    use crate::{ConnectionLimits, Options};
 
-    async fn realtime(limits: LimitsConfig) -> Arc<Realtime> {
+    async fn realtime(limits: ConnectionLimits) -> Arc<Realtime> {
+        realtime_with(Options {
+            limits,
+            ..Options::new(100, 0)
+        })
+        .await
+    }
+
+    async fn realtime_with(options: Options) -> Arc<Realtime> {
         let shutdown = chat_telemetry::Shutdown::new();
         let engine = Engine::from_config(&EngineConfig::default(), shutdown.done_token()).unwrap();
         let auth = AuthConfig {
@@ -423,7 +432,6 @@ mod tests {
             ..AuthConfig::default()
         };
         let auth = Arc::new(Auth::from_config(&auth, true).unwrap());
-        let options = Options::new(limits, 100, 0);
         Realtime::start(engine, auth, Arc::new(Metrics::new()), options, shutdown)
             .await
             .unwrap()
@@ -565,7 +573,7 @@ mod tests {
 
     #[tokio::test]
     async fn connect_then_join_answers_connected_then_joined() {
-        let rt = realtime(LimitsConfig::default()).await;
+        let rt = realtime(ConnectionLimits::default()).await;
         for (encoding, encode) in [
             (Encoding::Json, json as fn(&ClientFrame) -> Vec<u8>),
             (Encoding::MsgPack, msgpack),
@@ -591,7 +599,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_command_before_connect_is_unauthorized_and_the_connection_stays() {
-        let rt = realtime(LimitsConfig::default()).await;
+        let rt = realtime(ConnectionLimits::default()).await;
         let mut c = Client::new(&rt, Encoding::Json);
         let ended = c
             .feed(&[json(&join("general")), json(&connect("alice"))])
@@ -607,7 +615,7 @@ mod tests {
 
     #[tokio::test]
     async fn bad_credentials_get_an_error_then_1008() {
-        let rt = realtime(LimitsConfig::default()).await;
+        let rt = realtime(ConnectionLimits::default()).await;
         let mut c = Client::new(&rt, Encoding::Json);
         let bad_token = ClientFrame::Connect {
             token: Some("not-a-jwt".into()),
@@ -626,7 +634,7 @@ mod tests {
 
     #[tokio::test]
     async fn send_is_acked_with_its_seq_and_the_other_member_gets_the_message() {
-        let rt = realtime(LimitsConfig::default()).await;
+        let rt = realtime(ConnectionLimits::default()).await;
         let mut bob = Client::new(&rt, Encoding::Json);
         bob.feed(&[json(&connect("bob")), json(&join("general"))])
             .await;
@@ -675,7 +683,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_direct_message_is_acked_on_the_receivers_channel_and_reaches_both() {
-        let rt = realtime(LimitsConfig::default()).await;
+        let rt = realtime(ConnectionLimits::default()).await;
         let mut bob = Client::new(&rt, Encoding::Json);
         bob.feed(&[json(&connect("bob"))]).await;
         bob.drain();
@@ -715,10 +723,10 @@ mod tests {
 
     #[tokio::test]
     async fn frames_past_the_budget_are_refused_then_closed_with_1008() {
-        let rt = realtime(LimitsConfig {
+        let rt = realtime(ConnectionLimits {
             rate_limit_per_sec: 1,
             rate_limit_burst: 2,
-            ..LimitsConfig::default()
+            ..ConnectionLimits::default()
         })
         .await;
         let mut c = Client::new(&rt, Encoding::Json);
@@ -738,9 +746,11 @@ mod tests {
 
     #[tokio::test]
     async fn an_over_long_text_is_too_large_and_the_connection_stays() {
-        let rt = realtime(LimitsConfig {
-            max_message_bytes: 10,
-            ..LimitsConfig::default()
+        let rt = realtime_with(Options {
+            text: TextLimit {
+                max_message_bytes: 10,
+            },
+            ..Options::new(100, 0)
         })
         .await;
         let mut c = Client::new(&rt, Encoding::Json);
@@ -770,9 +780,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_join_beyond_the_room_limit_is_forbidden() {
-        let rt = realtime(LimitsConfig {
+        let rt = realtime(ConnectionLimits {
             max_rooms_per_connection: 1,
-            ..LimitsConfig::default()
+            ..ConnectionLimits::default()
         })
         .await;
         let mut c = Client::new(&rt, Encoding::Json);
@@ -798,7 +808,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_connect_while_draining_gets_reconnect_then_1012() {
-        let rt = realtime(LimitsConfig::default()).await;
+        let rt = realtime(ConnectionLimits::default()).await;
         rt.shutdown.stop();
         let mut c = Client::new(&rt, Encoding::Json);
         let ended = c.feed(&[json(&connect("alice"))]).await;
@@ -809,9 +819,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_connection_past_the_per_user_limit_is_refused_with_1008() {
-        let rt = realtime(LimitsConfig {
+        let rt = realtime(ConnectionLimits {
             max_connections_per_user: 1,
-            ..LimitsConfig::default()
+            ..ConnectionLimits::default()
         })
         .await;
         let first = Client::new(&rt, Encoding::Json);
@@ -827,7 +837,7 @@ mod tests {
     #[tokio::test]
     async fn the_run_hands_its_close_to_the_writer() {
         // `run` closes the queue with what `read` returned; the client's close is echoed.
-        let rt = realtime(LimitsConfig::default()).await;
+        let rt = realtime(ConnectionLimits::default()).await;
         let c = Client::new(&rt, Encoding::Json);
         let mut close = vec![0x88, 0x80 | 2, 0, 0, 0, 0];
         close.extend(4000u16.to_be_bytes());

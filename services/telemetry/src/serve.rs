@@ -5,7 +5,8 @@
 //! - A connection must deliver its first request's headers within the handshake
 //!   timeout (the protocol sniff, then hyper's header read); later requests on a kept-
 //!   alive connection must start within it too (hyper's `header_read_timeout`). A socket
-//!   that sends nothing, or half a request, is closed.
+//!   that sends nothing, or half a request, is closed. [`EdgeConfig`] is its setting
+//!   (`CHAT_HANDSHAKE_TIMEOUT_SECS`).
 //! - An [`Admit`] hook may count each accepted socket (the per-IP limit): what it
 //!   returns lives as long as the connection is served by HTTP, and a WebSocket upgrade
 //!   may take it over ([`take_admission`]) so that one socket never counts twice.
@@ -35,6 +36,33 @@ pub type Admission = Box<dyn Any + Send>;
 
 /// Decides, per accepted socket, whether it is served: `None` refuses it with 429.
 pub type Admit = Arc<dyn Fn(SocketAddr) -> Option<Admission> + Send + Sync>;
+
+/// The settings of every listener's edge (public and internal alike).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Args)]
+pub struct EdgeConfig {
+    /// Seconds a new connection has to send a complete request head (and a kept-alive
+    /// one its next): past it the socket is closed, so half-open clients cannot hold
+    /// files (and their IP's connection slots) forever.
+    #[arg(long, env = "CHAT_HANDSHAKE_TIMEOUT_SECS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub handshake_timeout_secs: u64,
+}
+
+impl EdgeConfig {
+    pub fn handshake_timeout(&self) -> Duration {
+        Duration::from_secs(self.handshake_timeout_secs)
+    }
+
+    /// An [`Edge`] with these settings that admits every socket.
+    pub fn edge(&self) -> Edge {
+        Edge::new(self.handshake_timeout())
+    }
+}
+
+impl Default for EdgeConfig {
+    fn default() -> Self {
+        chat_protocol::settings::declared_defaults()
+    }
+}
 
 /// How a listener treats its connections.
 #[derive(Clone)]

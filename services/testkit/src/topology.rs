@@ -2,21 +2,24 @@
 //! (realtime replicas and gateways over one Redis) or the all-in-one `chat`.
 //!
 //! A [`Builder`] holds what the servers it starts share: dev mode, the realtime
-//! [`Options`] (limits, history size, timers) and whether each gets an internal ops
-//! listener. Every server is constructed and run here, and nowhere else, so a change
+//! [`Options`] (text limit, connection limits, edge, history size, timers; the gateway
+//! takes the text limit and edge from them), the gateway's [`PublishBudget`] and
+//! whether each gets an internal ops listener. Every server is constructed and run here, and nowhere else, so a change
 //! to an entry point's signature is one edit.
 //!
 //! ```ignore
 //! let t = Topology::builder().dev_mode(false).history_size(5).split(&redis.url()).await;
 //! let chat = Topology::builder().options(|o| o.limits.max_connections_per_ip = 1).chat(None).await;
+//! let gw = Topology::builder().publish_budget(|b| b.http_rate_limit_burst = 3).gateway_state(None);
 //! ```
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use chat_auth::{Auth, AuthConfig, LimitsConfig};
+use chat_auth::{Auth, AuthConfig};
 use chat_engine::{Engine, EngineConfig};
 use chat_gateway::Gateway;
+use chat_gateway::rate::PublishBudget;
 use chat_realtime::{Options, Realtime};
 use chat_telemetry::{Metrics, Shutdown};
 use tokio::net::TcpListener;
@@ -68,6 +71,7 @@ impl Topology {
 pub struct Builder {
     dev_mode: bool,
     options: Options,
+    publish: PublishBudget,
     internal: bool,
 }
 
@@ -75,7 +79,8 @@ impl Default for Builder {
     fn default() -> Self {
         Self {
             dev_mode: true,
-            options: Options::new(LimitsConfig::default(), 1000, 2),
+            options: Options::new(1000, 2),
+            publish: PublishBudget::default(),
             internal: false,
         }
     }
@@ -117,10 +122,26 @@ impl Builder {
         self
     }
 
-    /// Adjusts the realtime options (limits, timers); the gateway takes its limits too.
+    /// Adjusts the realtime options (limits, timers); the gateway takes their text
+    /// limit and edge (`handshake_timeout_secs`) too.
     pub fn options(mut self, f: impl FnOnce(&mut Options)) -> Self {
         f(&mut self.options);
         self
+    }
+
+    /// Adjusts the gateways' per-user budget of HTTP publishes.
+    pub fn publish_budget(mut self, f: impl FnOnce(&mut PublishBudget)) -> Self {
+        f(&mut self.publish);
+        self
+    }
+
+    /// What a gateway started here is given.
+    fn gateway_options(&self) -> chat_gateway::Options {
+        chat_gateway::Options {
+            text: self.options.text,
+            publish: self.publish,
+            edge: self.options.edge,
+        }
     }
 
     /// Each server also listens on an internal ops address (`CHAT_INTERNAL_ADDR`).
@@ -171,7 +192,7 @@ impl Builder {
         Gateway::new(
             engine,
             self.auth(),
-            &self.options.limits,
+            self.gateway_options(),
             Arc::new(Metrics::new()),
             shutdown,
         )
@@ -223,6 +244,7 @@ impl Builder {
             &self.engine_config(redis_url),
             &self.auth_config(),
             self.options.clone(),
+            self.publish,
             Shutdown::new(),
         )
         .await
