@@ -87,3 +87,38 @@ fn the_readme_configuration_table_matches_the_code() {
         "README table vs. settings the binaries read"
     );
 }
+
+/// A row whose meaning starts with binaries (`` `chat-realtime`, `chat`: ``) names
+/// exactly the binaries that read it; a row without names, a setting all three read.
+#[test]
+fn the_readme_configuration_table_says_which_binaries_read_each_setting() {
+    let readme = include_str!("../../../README.md");
+    let binaries = [
+        ("chat", env_names(chat::Config::command())),
+        ("chat-gateway", env_names(chat_gateway::Config::command())),
+        ("chat-realtime", env_names(chat_realtime::Config::command())),
+    ];
+    for line in readme.lines().filter(|l| l.starts_with("| `CHAT_")) {
+        let name = line.split('`').nth(1).unwrap();
+        let meaning = line.split('|').nth(2).unwrap().trim();
+        let said: BTreeSet<&str> = match meaning.split_once(": ") {
+            Some((head, _))
+                if head
+                    .split(", ")
+                    .all(|b| b.starts_with("`chat") && b.ends_with('`')) =>
+            {
+                head.split(", ").map(|b| b.trim_matches('`')).collect()
+            }
+            _ => binaries.iter().map(|(b, _)| *b).collect(),
+        };
+        let read: BTreeSet<&str> = binaries
+            .iter()
+            .filter(|(_, envs)| envs.contains(name))
+            .map(|(b, _)| *b)
+            .collect();
+        assert_eq!(
+            said, read,
+            "{name}: the README says {said:?}, the code reads it in {read:?}"
+        );
+    }
+}
