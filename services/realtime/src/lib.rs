@@ -9,6 +9,8 @@
 //!   tested without a socket. [`writer`]: the send queue drained into a sink, batched.
 //! - [`reader`]: client frames checked against RFC 6455 and reassembled; [`close`]: the
 //!   close codes and their metric labels; [`handshake`]: the upgrade request's checks.
+//! - [`upgrade`]: `GET /ws` checked and upgraded, or refused with the JSON error body;
+//!   [`admission`]: the per-IP limit, counted from accept.
 //! - [`send_queue`]: a connection's bounded queue of ready-to-write frames.
 //! - [`limits`]: [`limits::ConnectionLimits`], the WebSocket limits of a replica;
 //!   [`proxy`]: which proxies may name the client in `X-Forwarded-For` (per-IP limit).
@@ -18,6 +20,7 @@
 //! [`run`] serves `/ws` (and the ops routes) until its [`Shutdown`] stops it; the
 //! all-in-one `chat` mounts [`router`] beside the gateway's routes instead.
 
+pub mod admission;
 pub mod close;
 pub mod connection;
 pub mod drain;
@@ -33,6 +36,7 @@ pub mod send_queue;
 pub mod session;
 pub mod socket;
 pub mod trace;
+pub mod upgrade;
 pub mod writer;
 
 use std::net::SocketAddr;
@@ -41,22 +45,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use axum::routing::any;
 use chat_auth::{Auth, AuthConfig};
 use chat_engine::{BusHandler, Engine, EngineConfig};
 use chat_protocol::codec::TextLimit;
-use chat_protocol::http::{ErrorBody, ErrorDetail};
-use chat_protocol::{Encoding, ErrorCode};
 use chat_telemetry::serve::EdgeConfig;
 use chat_telemetry::{Metrics, Shutdown, TelemetryConfig};
-use fastwebsockets::upgrade::IncomingUpgrade;
 use tokio::net::TcpListener;
 
+pub use admission::{IpSlot, edge};
 pub use hub::Hub;
 pub use limits::ConnectionLimits;
+pub use upgrade::router;
 
 /// Configuration of `chat-realtime` (flags, or the `CHAT_*` variables).
 #[derive(Debug, Clone, clap::Parser)]
@@ -220,25 +219,6 @@ impl Realtime {
         self.metrics.limit_hits.with_label_values(&[limit]).inc();
     }
 
-    /// Takes a connection slot of `ip`; `None` when the IP holds its maximum. A
-    /// connection that was counted when it was accepted (from `ip` itself, no proxy)
-    /// keeps that slot: one socket counts once, half-open or upgraded.
-    fn claim_ip(self: &Arc<Self>, ip: std::net::IpAddr) -> Option<IpSlot> {
-        if let Some(slot) = chat_telemetry::serve::take_admission(|s: &IpSlot| s.ip == ip) {
-            return Some(slot);
-        }
-        let mut per_ip = self.per_ip.lock();
-        let n = per_ip.entry(ip).or_default();
-        if *n >= self.limits.max_connections_per_ip {
-            return None;
-        }
-        *n += 1;
-        Some(IpSlot {
-            rt: self.clone(),
-            ip,
-        })
-    }
-
     fn next_conn_id(&self) -> String {
         format!(
             "{}-{}",
@@ -261,49 +241,6 @@ impl Realtime {
     }
 }
 
-/// Counts every accepted socket against its peer's per-IP limit, from accept on: a
-/// client that opens sockets and never finishes a handshake holds its own slots, not
-/// everyone's files. A trusted proxy's sockets are not counted here: the client it
-/// names is, at the upgrade.
-pub fn edge(rt: &Arc<Realtime>) -> chat_telemetry::serve::Edge {
-    let admit = {
-        let rt = rt.clone();
-        move |peer: SocketAddr| -> Option<chat_telemetry::serve::Admission> {
-            // Canonical, as `client_ip` hands it to the upgrade's claim.
-            let ip = peer.ip().to_canonical();
-            if rt.limits.trusted_proxies.contains(ip) {
-                return Some(Box::new(()));
-            }
-            match rt.claim_ip(ip) {
-                Some(slot) => Some(Box::new(slot)),
-                None => {
-                    rt.limit_hit("connections_per_ip");
-                    None
-                }
-            }
-        }
-    };
-    rt.edge.edge().admit(Arc::new(admit))
-}
-
-/// A connection's share of its IP's limit, given back when the connection ends.
-pub struct IpSlot {
-    rt: Arc<Realtime>,
-    ip: std::net::IpAddr,
-}
-
-impl Drop for IpSlot {
-    fn drop(&mut self) {
-        let mut per_ip = self.rt.per_ip.lock();
-        if let Some(n) = per_ip.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                per_ip.remove(&self.ip);
-            }
-        }
-    }
-}
-
 /// Keeps this replica's presence entries alive until the process is done.
 async fn refresh_presence(hub: Arc<Hub>, every: Duration) {
     let mut tick = tokio::time::interval(every);
@@ -312,136 +249,6 @@ async fn refresh_presence(hub: Arc<Hub>, every: Duration) {
         tick.tick().await;
         hub.refresh_presence().await;
     }
-}
-
-/// `GET /ws`; any other method gets 405 with the JSON error body.
-pub fn router(rt: Arc<Realtime>) -> Router {
-    Router::new().route("/ws", any(upgrade)).with_state(rt)
-}
-
-/// The peer's IP, when the server was started with connect info.
-pub struct PeerIp(Option<std::net::IpAddr>);
-
-impl<S: Send + Sync> axum::extract::FromRequestParts<S> for PeerIp {
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(
-        parts: &mut axum::http::request::Parts,
-        _state: &S,
-    ) -> Result<Self, Self::Rejection> {
-        Ok(PeerIp(
-            parts
-                .extensions
-                .get::<axum::extract::ConnectInfo<SocketAddr>>()
-                .map(|c| c.0.ip()),
-        ))
-    }
-}
-
-/// A refused upgrade: the contract's JSON error body.
-fn refuse(code: ErrorCode, message: &str) -> Response {
-    let status = StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
-    let body = ErrorBody {
-        error: ErrorDetail {
-            code,
-            message: message.to_owned(),
-        },
-    };
-    (status, axum::Json(body)).into_response()
-}
-
-/// A request that is no valid WebSocket handshake: `bad_request`, with the status and
-/// headers RFC 6455 asks for.
-fn refuse_handshake(refusal: handshake::Refusal) -> Response {
-    let mut response = refuse(ErrorCode::BadRequest, refusal.message());
-    *response.status_mut() = refusal.status();
-    for (name, value) in refusal.headers() {
-        response
-            .headers_mut()
-            .insert(name.clone(), HeaderValue::from_static(value));
-    }
-    response
-}
-
-async fn upgrade(
-    State(rt): State<Arc<Realtime>>,
-    PeerIp(ip): PeerIp,
-    method: Method,
-    headers: HeaderMap,
-    incoming: Result<IncomingUpgrade, StatusCode>,
-) -> Response {
-    if rt.is_draining() {
-        return refuse(
-            ErrorCode::Unavailable,
-            "draining: connect to another replica",
-        );
-    }
-    if let Err(refusal) = handshake::check(&method, &headers) {
-        return refuse_handshake(refusal);
-    }
-    // The headers were checked: only a connection hyper cannot upgrade is left.
-    let Ok(incoming) = incoming else {
-        return refuse_handshake(handshake::Refusal::NotUpgradable);
-    };
-    let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
-    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
-    // A page served by this very host (the web client of `chat`) is always allowed.
-    let same_origin = match (origin, host) {
-        (Some(o), Some(h)) => o
-            .split_once("://")
-            .is_some_and(|(_, authority)| authority == h),
-        _ => false,
-    };
-    if !same_origin && !rt.auth.origin_allowed(origin) {
-        rt.limit_hit("origin");
-        return refuse(
-            ErrorCode::Forbidden,
-            "this Origin may not open WebSockets here",
-        );
-    }
-    let ip = ip.map(|peer| {
-        let forwarded = headers
-            .get_all("x-forwarded-for")
-            .iter()
-            .filter_map(|v| v.to_str().ok());
-        rt.limits.trusted_proxies.client_ip(peer, forwarded)
-    });
-    let slot = match ip {
-        Some(ip) => match rt.claim_ip(ip) {
-            Some(slot) => Some(slot),
-            None => {
-                rt.limit_hit("connections_per_ip");
-                return refuse(
-                    ErrorCode::RateLimited,
-                    "too many connections from this address",
-                );
-            }
-        },
-        None => None,
-    };
-    let offer = headers
-        .get(header::SEC_WEBSOCKET_PROTOCOL)
-        .and_then(|v| v.to_str().ok());
-    let (encoding, subprotocol) = Encoding::negotiate(offer);
-    let (mut response, fut) = match incoming.upgrade() {
-        Ok(r) => r,
-        Err(e) => return refuse(ErrorCode::BadRequest, &e.to_string()),
-    };
-    if let Some(p) = subprotocol {
-        response
-            .headers_mut()
-            .insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(p));
-    }
-    // Tracked: the drain waits for the connection to end.
-    let shutdown = rt.shutdown.clone();
-    shutdown.track(async move {
-        let _slot = slot;
-        match fut.await {
-            Ok(ws) => connection::serve(rt, ws.into_inner(), encoding).await,
-            Err(e) => tracing::debug!(error = %e, "upgrade failed"),
-        }
-    });
-    response.map(axum::body::Body::new)
 }
 
 /// The ops routes of a process whose readiness is this realtime's.
