@@ -7,7 +7,7 @@ use std::time::Duration;
 use chat_protocol::ServerFrame;
 use chat_telemetry::Shutdown;
 use chat_testkit::topology::Topology;
-use chat_testkit::{RedisServer, WsClient};
+use chat_testkit::{RedisServer, WsClient, wait_until};
 
 /// Redis clients other than the one asking.
 fn redis_clients(redis: &RedisServer) -> usize {
@@ -16,19 +16,6 @@ fn redis_clients(redis: &RedisServer) -> usize {
         .lines()
         .count()
         .saturating_sub(1)
-}
-
-/// Polls `condition` until it holds, at most `within`: for states with no event to
-/// wait on (what another process holds).
-async fn eventually(within: Duration, mut condition: impl FnMut() -> bool) -> bool {
-    let deadline = tokio::time::Instant::now() + within;
-    while tokio::time::Instant::now() < deadline {
-        if condition() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    condition()
 }
 
 #[tokio::test]
@@ -74,23 +61,20 @@ async fn a_stopped_chat_leaves_nothing_running() {
         tokio::net::TcpStream::connect(addr).await.is_err(),
         "the public listener is closed"
     );
-    assert!(
-        eventually(Duration::from_secs(5), || std::net::TcpStream::connect(ops)
-            .is_err())
-        .await,
-        "the internal ops listener is closed"
-    );
-    assert!(
-        eventually(Duration::from_secs(5), || redis
-            .cli(&["PUBSUB", "CHANNELS", "*"])
-            .is_empty())
-        .await,
-        "the bus unsubscribed: {}",
-        redis.cli(&["PUBSUB", "CHANNELS", "*"])
-    );
-    assert!(
-        eventually(Duration::from_secs(5), || redis_clients(&redis) == 0).await,
-        "every connection to Redis is closed: {}",
-        redis.cli(&["CLIENT", "LIST"])
-    );
+    // What another process holds has no event to wait on: these are polled.
+    let within = Duration::from_secs(5);
+    wait_until("the internal ops listener is closed", within, || async {
+        tokio::net::TcpStream::connect(ops).await.is_err()
+    })
+    .await;
+    wait_until(
+        "the bus unsubscribed from every channel",
+        within,
+        || async { redis.cli(&["PUBSUB", "CHANNELS", "*"]).is_empty() },
+    )
+    .await;
+    wait_until("every connection to Redis is closed", within, || async {
+        redis_clients(&redis) == 0
+    })
+    .await;
 }
