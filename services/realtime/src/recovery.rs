@@ -231,11 +231,12 @@ enum Next {
     Hole(Repair),
 }
 
+/// Fixtures shared with the hub's channel tests.
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn msg(epoch: &str, seq: u64) -> Message {
+    pub(crate) fn msg(epoch: &str, seq: u64) -> Message {
         Message {
             room: "r".into(),
             seq,
@@ -248,7 +249,7 @@ mod tests {
         }
     }
 
-    fn head(epoch: &str, seq: u64) -> Head {
+    pub(crate) fn head(epoch: &str, seq: u64) -> Head {
         Head {
             epoch: epoch.into(),
             seq,

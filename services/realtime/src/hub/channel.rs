@@ -244,32 +244,13 @@ pub(super) fn after_head(msg: &Message, head: &Head) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::recovery::tests::{head, msg};
     use crate::send_queue::SendQueue;
     use chat_protocol::Encoding;
 
     fn conn(id: &str, user: &str) -> Arc<Conn> {
         let queue = Arc::new(SendQueue::new(1 << 20));
         Arc::new(Conn::new(id.into(), user.into(), Encoding::Json, queue))
-    }
-
-    fn msg(epoch: &str, seq: u64) -> Message {
-        Message {
-            room: "r".into(),
-            epoch: epoch.into(),
-            seq,
-            from: "ann".into(),
-            text: format!("m{seq}"),
-            ts: 0,
-            to: None,
-            cid: None,
-        }
-    }
-
-    fn head(epoch: &str, seq: u64) -> Head {
-        Head {
-            epoch: epoch.into(),
-            seq,
-        }
     }
 
     /// What `conn` was sent, as (kind, seq): `m` for a message, `j` for a `joined`.
