@@ -12,9 +12,7 @@ use chat_auth::{Auth, AuthConfig};
 use chat_engine::{Engine, EngineConfig};
 use chat_gateway::Gateway;
 use chat_gateway::rate::PublishBudget;
-use chat_protocol::codec::TextLimit;
-use chat_realtime::{ConnectionLimits, Options, Realtime};
-use chat_telemetry::serve::EdgeConfig;
+use chat_realtime::{Options, Realtime, ReplicaSettings};
 use chat_telemetry::{Metrics, Shutdown, TelemetryConfig};
 use tokio::net::TcpListener;
 
@@ -37,36 +35,20 @@ pub struct Config {
     pub auth: AuthConfig,
 
     #[command(flatten)]
-    pub text: TextLimit,
-
-    #[command(flatten)]
-    pub limits: ConnectionLimits,
+    pub replica: ReplicaSettings,
 
     #[command(flatten)]
     pub publish: PublishBudget,
 
     #[command(flatten)]
-    pub edge: EdgeConfig,
-
-    #[command(flatten)]
     pub telemetry: TelemetryConfig,
-
-    /// Seconds over which a stopping process (SIGTERM) moves its WebSocket clients away
-    /// (`reconnect`, then close 1012), before it exits 0.
-    #[arg(long, env = "CHAT_DRAIN_SECS", default_value_t = chat_realtime::DRAIN_SECS, value_parser = clap::value_parser!(u64).range(0..=3600))]
-    pub drain_secs: u64,
 }
 
 impl Config {
     /// The realtime half's settings; the gateway half shares their text limit and edge,
     /// and takes [`Config::publish`] besides.
     pub fn options(&self) -> Options {
-        Options {
-            text: self.text,
-            limits: self.limits.clone(),
-            edge: self.edge,
-            ..Options::new(self.engine.history_size, self.drain_secs)
-        }
+        self.replica.options(self.engine.history_size)
     }
 }
 

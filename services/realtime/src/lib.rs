@@ -72,6 +72,24 @@ pub struct Config {
     pub auth: AuthConfig,
 
     #[command(flatten)]
+    pub replica: ReplicaSettings,
+
+    #[command(flatten)]
+    pub telemetry: TelemetryConfig,
+}
+
+impl Config {
+    /// The settings [`Realtime::start`] takes.
+    pub fn options(&self) -> Options {
+        self.replica.options(self.engine.history_size)
+    }
+}
+
+/// The WebSocket side's settings, flattened into `chat-realtime`'s and `chat`'s
+/// configurations alike.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ReplicaSettings {
+    #[command(flatten)]
     pub text: TextLimit,
 
     #[command(flatten)]
@@ -80,23 +98,21 @@ pub struct Config {
     #[command(flatten)]
     pub edge: EdgeConfig,
 
-    #[command(flatten)]
-    pub telemetry: TelemetryConfig,
-
-    /// Seconds over which a replica told to stop (SIGTERM) moves its clients away: each
-    /// gets `reconnect` and a 1012 close at a spread-out moment, then the process exits 0.
+    /// Seconds over which a process told to stop (SIGTERM) moves its WebSocket clients
+    /// away: each gets `reconnect` and a 1012 close at a spread-out moment, then the
+    /// process exits 0.
     #[arg(long, env = "CHAT_DRAIN_SECS", default_value_t = DRAIN_SECS, value_parser = clap::value_parser!(u64).range(0..=3600))]
     pub drain_secs: u64,
 }
 
-impl Config {
-    /// The settings [`Realtime::start`] takes.
-    pub fn options(&self) -> Options {
+impl ReplicaSettings {
+    /// The settings [`Realtime::start`] takes, with the engine's history size.
+    pub fn options(&self, history_size: u64) -> Options {
         Options {
             text: self.text,
             limits: self.limits.clone(),
             edge: self.edge,
-            ..Options::new(self.engine.history_size, self.drain_secs)
+            ..Options::new(history_size, self.drain_secs)
         }
     }
 }
