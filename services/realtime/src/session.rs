@@ -571,6 +571,14 @@ mod tests {
         rt.metrics.limit_hits.with_label_values(&[limit]).get()
     }
 
+    /// `chat_messages_published_total{path="ws"}`.
+    fn published_over_ws(rt: &Realtime) -> u64 {
+        rt.metrics
+            .messages_published
+            .with_label_values(&["ws"])
+            .get()
+    }
+
     #[tokio::test]
     async fn connect_then_join_answers_connected_then_joined() {
         let rt = realtime(ConnectionLimits::default()).await;
@@ -672,13 +680,7 @@ mod tests {
             }
         }
         assert_eq!(texts, [(1, "hello".into()), (2, "again".into())]);
-        assert_eq!(
-            rt.metrics
-                .messages_published
-                .with_label_values(&["ws"])
-                .get(),
-            2
-        );
+        assert_eq!(published_over_ws(&rt), 2);
     }
 
     #[tokio::test]
@@ -712,13 +714,7 @@ mod tests {
         };
         assert_eq!((m.room.as_str(), m.text.as_str()), ("@bob", "psst"));
         // One message sent, counted once.
-        assert_eq!(
-            rt.metrics
-                .messages_published
-                .with_label_values(&["ws"])
-                .get(),
-            1
-        );
+        assert_eq!(published_over_ws(&rt), 1);
     }
 
     #[tokio::test]
@@ -769,13 +765,7 @@ mod tests {
         );
         assert_eq!(frames[2], ServerFrame::Pong);
         assert_eq!(limit_hits(&rt, "text_size"), 1);
-        assert_eq!(
-            rt.metrics
-                .messages_published
-                .with_label_values(&["ws"])
-                .get(),
-            0
-        );
+        assert_eq!(published_over_ws(&rt), 0);
     }
 
     #[tokio::test]
