@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use chat_protocol::rate::TokenBucket;
 use parking_lot::Mutex;
 
 /// Buckets kept before idle ones are swept: a full bucket says nothing a new one would
@@ -33,14 +34,9 @@ impl Default for PublishBudget {
 }
 
 pub struct PublishLimiter {
-    rate: f64,
-    burst: f64,
-    buckets: Mutex<HashMap<String, Bucket>>,
-}
-
-struct Bucket {
-    tokens: f64,
-    last: Instant,
+    rate: u32,
+    burst: u32,
+    buckets: Mutex<HashMap<String, TokenBucket>>,
 }
 
 impl PublishLimiter {
@@ -50,8 +46,8 @@ impl PublishLimiter {
 
     pub fn new(rate: u32, burst: u32) -> Self {
         Self {
-            rate: f64::from(rate),
-            burst: f64::from(burst),
+            rate,
+            burst,
             buckets: Mutex::new(HashMap::new()),
         }
     }
@@ -60,28 +56,16 @@ impl PublishLimiter {
     pub fn check(&self, key: &str, now: Instant) -> Result<(), Duration> {
         let mut buckets = self.buckets.lock();
         if buckets.len() > SWEEP_ABOVE {
-            buckets.retain(|_, b| self.refilled(b, now) < self.burst);
+            buckets.retain(|_, b| !b.is_full(now));
         }
+        // The key is copied only for a caller without a bucket yet.
         let bucket = match buckets.get_mut(key) {
             Some(b) => b,
-            None => buckets.entry(key.to_owned()).or_insert(Bucket {
-                tokens: self.burst,
-                last: now,
-            }),
+            None => buckets
+                .entry(key.to_owned())
+                .or_insert_with(|| TokenBucket::new(self.rate, self.burst, now)),
         };
-        bucket.tokens = self.refilled(bucket, now);
-        bucket.last = now;
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
-            Ok(())
-        } else {
-            Err(Duration::from_secs_f64((1.0 - bucket.tokens) / self.rate))
-        }
-    }
-
-    fn refilled(&self, b: &Bucket, now: Instant) -> f64 {
-        let elapsed = now.saturating_duration_since(b.last).as_secs_f64();
-        (b.tokens + elapsed * self.rate).min(self.burst)
+        bucket.take(now)
     }
 }
 
@@ -124,9 +108,10 @@ mod tests {
         let t1 = t0 + Duration::from_millis(1000);
         limiter.check("busy", t1).unwrap();
         limiter.check("new", t1).unwrap();
-        let buckets = limiter.buckets.lock();
+        let mut buckets = limiter.buckets.lock();
         assert!(buckets.len() <= 2, "{} buckets kept", buckets.len());
-        assert!(buckets["busy"].tokens < 1.0);
+        // `busy` spent its fresh bucket's one token.
+        assert!(buckets.get_mut("busy").unwrap().take(t1).is_err());
     }
 
     #[test]

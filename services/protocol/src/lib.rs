@@ -6,6 +6,7 @@
 //! - [`codec`]: JSON and MessagePack encodings, and the frame-size and text-size checks
 //!   ([`codec::TextLimit`], `CHAT_MAX_MESSAGE_BYTES`).
 //! - [`error`]: the contract's error codes, one enum for frames and HTTP alike.
+//! - [`rate`]: the token bucket behind every `rate_limited`.
 //! - [`settings`]: a config's defaults, read back from its declared settings.
 
 pub mod codec;
@@ -13,6 +14,7 @@ pub mod error;
 pub mod frames;
 pub mod http;
 pub mod names;
+pub mod rate;
 pub mod settings;
 
 pub use codec::Encoding;

@@ -3,11 +3,10 @@
 
 use std::time::Instant;
 
-pub struct TokenBucket {
-    rate: f64,
-    burst: f64,
-    tokens: f64,
-    last: Instant,
+use chat_protocol::rate::TokenBucket;
+
+pub struct FrameBudget {
+    bucket: TokenBucket,
     /// Refusals since the last frame that was let through.
     refused_in_a_row: u32,
 }
@@ -22,33 +21,25 @@ pub enum Verdict {
     Disconnect,
 }
 
-impl TokenBucket {
+impl FrameBudget {
     pub fn new(rate: u32, burst: u32) -> Self {
         Self {
-            rate: f64::from(rate),
-            burst: f64::from(burst),
-            tokens: f64::from(burst),
-            last: Instant::now(),
+            bucket: TokenBucket::new(rate, burst, Instant::now()),
             refused_in_a_row: 0,
         }
     }
 
     pub fn check(&mut self, now: Instant) -> Verdict {
-        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
-        self.last = now;
-        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
+        if self.bucket.take(now).is_ok() {
             self.refused_in_a_row = 0;
-            Verdict::Allow
+            return Verdict::Allow;
+        }
+        self.refused_in_a_row += 1;
+        // As many refusals as a full burst: the client is not listening.
+        if f64::from(self.refused_in_a_row) > self.bucket.burst() {
+            Verdict::Disconnect
         } else {
-            self.refused_in_a_row += 1;
-            // As many refusals as a full burst: the client is not listening.
-            if f64::from(self.refused_in_a_row) > self.burst {
-                Verdict::Disconnect
-            } else {
-                Verdict::Refuse
-            }
+            Verdict::Refuse
         }
     }
 }
@@ -61,7 +52,7 @@ mod tests {
     #[test]
     fn allows_a_burst_then_the_rate() {
         let t0 = Instant::now();
-        let mut b = TokenBucket::new(10, 5);
+        let mut b = FrameBudget::new(10, 5);
         for _ in 0..5 {
             assert_eq!(b.check(t0), Verdict::Allow);
         }
@@ -74,7 +65,7 @@ mod tests {
     #[test]
     fn a_client_that_ignores_refusals_is_disconnected() {
         let t0 = Instant::now();
-        let mut b = TokenBucket::new(1, 3);
+        let mut b = FrameBudget::new(1, 3);
         for _ in 0..3 {
             b.check(t0);
         }

@@ -22,7 +22,7 @@ use crate::Realtime;
 use crate::close::{Close, Code};
 use crate::frame;
 use crate::hub::Conn;
-use crate::rate::{TokenBucket, Verdict};
+use crate::rate::{FrameBudget, Verdict};
 use crate::reader::{Inbound, ReadError, Reader};
 use crate::send_queue::SendQueue;
 
@@ -37,7 +37,7 @@ pub struct Session {
     conn: OnceLock<Arc<Conn>>,
     /// The authenticated user, with the rooms their token allows.
     user: parking_lot::Mutex<Option<User>>,
-    bucket: parking_lot::Mutex<TokenBucket>,
+    bucket: parking_lot::Mutex<FrameBudget>,
     /// When the client last sent anything (`Realtime::clock_ms`).
     last_seen: AtomicU64,
 }
@@ -45,7 +45,7 @@ pub struct Session {
 impl Session {
     pub fn new(rt: Arc<Realtime>, queue: Arc<SendQueue>, encoding: Encoding) -> Self {
         Self {
-            bucket: parking_lot::Mutex::new(TokenBucket::new(
+            bucket: parking_lot::Mutex::new(FrameBudget::new(
                 rt.limits.rate_limit_per_sec,
                 rt.limits.rate_limit_burst,
             )),
