@@ -159,33 +159,21 @@ pub async fn serve(
     edge: Edge,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    serve_until(listener, app, edge, shutdown, async {}).await
+    serve_draining(listener, app, edge, shutdown, async {}).await
 }
 
 /// Like [`serve`], for a server that drains: when `shutdown` resolves the listener is
 /// closed at once (a restarted process can bind the address while this one still
-/// hands its clients over), then `drain` runs, then in-flight requests finish. The
-/// drain starts only once the listener is closed: a client it moves away may come
+/// hands its clients over), then `drain` runs, then in-flight requests finish.
+/// The drain starts only once the listener is closed: a client it moves away may come
 /// straight back to the same address.
-pub async fn serve_draining(
+async fn serve_draining(
     listener: TcpListener,
     app: Router,
     edge: Edge,
     shutdown: impl Future<Output = ()> + Send + 'static,
     drain: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    serve_until(listener, app, edge, shutdown, drain).await
-}
-
-/// Accepts until `stop`, closes the listener, awaits `drained`, lets requests finish.
-async fn serve_until(
-    listener: TcpListener,
-    app: Router,
-    edge: Edge,
-    stop: impl Future<Output = ()> + Send + 'static,
-    drained: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    let shutdown = stop;
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -255,7 +243,7 @@ async fn serve_until(
         }));
     }
     drop(listener);
-    drained.await;
+    drain.await;
     graceful.shutdown().await;
     Ok(())
 }
