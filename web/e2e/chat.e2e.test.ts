@@ -36,6 +36,9 @@ async function signIn(page: Page, base: string, user: string) {
 async function say(page: Page, target: string, text: string) {
   const box = page.getByLabel(`Message ${target}`);
   await box.fill(text);
+  // Send stays disabled until the room is joined (a page can be online and still
+  // joining): Enter before that keeps the draft and sends nothing.
+  await eventually(() => page.getByRole('button', { name: 'Send', exact: true }).isEnabled()).toBe(true);
   await box.press('Enter');
 }
 
