@@ -690,6 +690,48 @@ mod tests {
     }
 
     #[test]
+    fn peer_dialects_run_room_scenarios_in_json() {
+        let c = parse(&["fanout", "--dialect", "socketio"]).unwrap();
+        assert!(c.dialect.is_peer() && !c.msgpack(), "peers speak JSON");
+        assert!(parse(&["rooms", "--dialect", "bun"]).is_ok());
+        assert!(parse(&["idle", "--dialect", "bun"]).is_ok());
+        for args in [
+            &["direct", "--dialect", "bun"][..],
+            &["mixed", "--dialect", "socketio"],
+            &["fanout", "--dialect", "nats"],
+        ] {
+            assert!(matches!(parse(args), Err(Error::Usage(_))), "{args:?}");
+        }
+        assert_eq!(parse(&["fanout"]).unwrap().dialect, Dialect::Chat);
+    }
+
+    #[test]
+    fn thresholds_and_tls_flags_parse() {
+        let c = parse(&[
+            "fanout",
+            "--max-p99",
+            "50ms",
+            "--max-lost",
+            "0",
+            "--target",
+            "wss://h/ws",
+            "--insecure",
+        ])
+        .unwrap();
+        assert_eq!(c.max_p99, Some(Duration::from_millis(50)));
+        assert_eq!((c.max_lost, c.max_p50), (Some(0), None));
+        assert!(c.uses_tls() && c.insecure);
+        assert!(matches!(
+            parse(&["fanout", "--insecure", "--ca-cert", "x.pem"]),
+            Err(Error::Usage(_))
+        ));
+        assert!(matches!(
+            parse(&["fanout", "--max-p99", "fast"]),
+            Err(Error::Usage(_))
+        ));
+    }
+
+    #[test]
     fn defaults_depend_on_the_scenario() {
         let c = parse(&["fanout"]).unwrap();
         assert_eq!((c.members(), c.via()), (1000, Via::Http));

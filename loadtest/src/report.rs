@@ -95,6 +95,24 @@ fn thresholds(cfg: &Config, latency: &Latency, lost: u64) -> Vec<Threshold> {
     out
 }
 
+/// 99 when a threshold is crossed; else 3 when the run saw problems (losses within
+/// `--max-lost` excepted); else 0.
+fn exit_status(
+    thresholds: &[Threshold],
+    clean_but_losses: bool,
+    lost: u64,
+    max_lost: Option<u64>,
+) -> i32 {
+    let losses_ok = lost == 0 || max_lost.is_some_and(|max| lost <= max);
+    if thresholds.iter().any(|t| !t.ok) {
+        crate::EXIT_THRESHOLDS
+    } else if clean_but_losses && losses_ok {
+        0
+    } else {
+        crate::EXIT_PROBLEMS
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Connections {
     pub planned: usize,
@@ -353,14 +371,7 @@ impl Report {
         let ok = lost == 0 && clean_but_losses;
         let latency = Latency::of(&tally.latency);
         let thresholds = thresholds(cfg, &latency, lost);
-        let tolerated = cfg.max_lost.is_some_and(|max| lost <= max);
-        let exit_status = if thresholds.iter().any(|t| !t.ok) {
-            crate::EXIT_THRESHOLDS
-        } else if ok || (tolerated && clean_but_losses) {
-            0
-        } else {
-            crate::EXIT_PROBLEMS
-        };
+        let exit_status = exit_status(&thresholds, clean_but_losses, lost, cfg.max_lost);
         Report {
             tool: "chat-loadtest",
             version: env!("CARGO_PKG_VERSION"),
@@ -548,4 +559,33 @@ fn distribution(h: &Hist) -> Vec<Point> {
         latency_us: h.0.max(),
     });
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(ok: bool) -> Threshold {
+        Threshold {
+            name: "p99",
+            limit: 1,
+            value: if ok { 1 } else { 2 },
+            ok,
+        }
+    }
+
+    #[test]
+    fn the_exit_status_follows_thresholds_then_problems() {
+        assert_eq!(exit_status(&[], true, 0, None), 0);
+        assert_eq!(exit_status(&[t(true)], true, 0, None), 0);
+        assert_eq!(exit_status(&[t(true), t(false)], true, 0, None), 99);
+        // A crossed threshold wins over problems.
+        assert_eq!(exit_status(&[t(false)], false, 5, None), 99);
+        // Losses: 3, unless --max-lost tolerates them.
+        assert_eq!(exit_status(&[], true, 5, None), 3);
+        assert_eq!(exit_status(&[], true, 5, Some(5)), 0);
+        assert_eq!(exit_status(&[], true, 5, Some(4)), 3);
+        // Other problems (duplicates, failures) are not tolerated by --max-lost.
+        assert_eq!(exit_status(&[], false, 0, Some(10)), 3);
+    }
 }
