@@ -411,13 +411,11 @@ impl Config {
         if self.duration.is_zero() {
             return usage("--duration must be above 0".into());
         }
-        if self.dialect.is_peer() {
-            if matches!(self.scenario, Scenario::Direct | Scenario::Mixed) {
-                return usage(format!(
-                    "--dialect {} runs fanout, rooms, idle and connect-storm (the peers have no direct messages)",
-                    self.dialect.name()
-                ));
-            }
+        if self.dialect.is_peer() && matches!(self.scenario, Scenario::Direct | Scenario::Mixed) {
+            return usage(format!(
+                "--dialect {} runs fanout, rooms, idle and connect-storm (the peers have no direct messages)",
+                self.dialect.name()
+            ));
         }
         if self.insecure && self.ca_cert.is_some() {
             return usage("--insecure and --ca-cert exclude each other".into());

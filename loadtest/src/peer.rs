@@ -65,27 +65,27 @@ struct Owned {
     text: Option<String>,
 }
 
-/// `(kind, room, text)` of a JSON object, borrowed when it can be.
-fn fields(
-    json: &[u8],
-) -> Option<(
-    Option<Cow<'_, str>>,
-    Option<Cow<'_, str>>,
-    Option<Cow<'_, str>>,
-)> {
+/// `type`, `room` and `text` of a JSON object, borrowed when they can be.
+struct Fields<'a> {
+    kind: Option<Cow<'a, str>>,
+    room: Option<Cow<'a, str>>,
+    text: Option<Cow<'a, str>>,
+}
+
+fn fields(json: &[u8]) -> Option<Fields<'_>> {
     if let Ok(b) = serde_json::from_slice::<Borrowed<'_>>(json) {
-        return Some((
-            b.kind.map(Cow::Borrowed),
-            b.room.map(Cow::Borrowed),
-            b.text.map(Cow::Borrowed),
-        ));
+        return Some(Fields {
+            kind: b.kind.map(Cow::Borrowed),
+            room: b.room.map(Cow::Borrowed),
+            text: b.text.map(Cow::Borrowed),
+        });
     }
     let o: Owned = serde_json::from_slice(json).ok()?;
-    Some((
-        o.kind.map(Cow::Owned),
-        o.room.map(Cow::Owned),
-        o.text.map(Cow::Owned),
-    ))
+    Some(Fields {
+        kind: o.kind.map(Cow::Owned),
+        room: o.room.map(Cow::Owned),
+        text: o.text.map(Cow::Owned),
+    })
 }
 
 pub mod bun {
@@ -100,11 +100,17 @@ pub mod bun {
     }
 
     pub fn decode(frame: &[u8]) -> Incoming<'_> {
-        match fields(frame) {
-            Some((Some(kind), Some(room), Some(text))) if kind == "message" => {
-                Incoming::Message { room, text }
-            }
-            Some((Some(kind), Some(room), _)) if kind == "joined" => Incoming::Joined(room),
+        let Some(Fields {
+            kind: Some(kind),
+            room: Some(room),
+            text,
+        }) = fields(frame)
+        else {
+            return Incoming::Other;
+        };
+        match (kind.as_ref(), text) {
+            ("message", Some(text)) => Incoming::Message { room, text },
+            ("joined", _) => Incoming::Joined(room),
             _ => Incoming::Other,
         }
     }
