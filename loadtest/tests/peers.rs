@@ -4,7 +4,7 @@
 //! these tests are ignored by a plain `cargo test`; run them with
 //!
 //! ```sh
-//! (cd loadtest/peers && npm ci) && cargo test -p chat-loadtest --test peers -- --ignored
+//! loadtest/peers/test.sh    # npm ci, then: cargo test -p chat-loadtest --test peers -- --ignored
 //! ```
 //!
 //! They check counts, never timings.
