@@ -20,7 +20,8 @@
 #   --no-write     print the table, write no benchmarks file
 #   --out DIR      where the JSON reports and logs go (default a new directory in /tmp)
 # Needs: cargo, node + npm (installs loadtest/peers/node_modules with npm ci), redis-server,
-# python3. Exit status: 0 when every run was carried out (losses are reported, not fatal).
+# python3. Exit status: 0 when every run was carried out (losses are reported in the
+# table, not fatal); 1 when a run could not be (then no benchmarks file is written).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -34,7 +35,7 @@ while [ $# -gt 0 ]; do
     --benchmarks) benchmarks=$2; shift ;;
     --no-write) write=0 ;;
     --out) out=$2; shift ;;
-    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
     *) echo "compare.sh: unknown argument $1 (see --help)" >&2; exit 64 ;;
   esac
   shift
@@ -163,6 +164,7 @@ scenarios=(
 )
 IFS=, read -r -a syslist <<<"$systems"
 
+broken=0
 say "output in $out; $runs run(s) of ${#scenarios[@]} scenarios on: ${syslist[*]}"
 for run in $(seq 1 "$runs"); do
   for sc in "${scenarios[@]}"; do
@@ -185,6 +187,7 @@ for run in $(seq 1 "$runs"); do
       echo "$code" >"$out/$tag.exit"
       if [ "$code" != 0 ] && [ "$code" != 3 ]; then
         say "  exit $code: $(tail -1 "$out/$tag.err")"
+        broken=$((broken + 1))
       fi
       stop_all
     done
@@ -274,6 +277,10 @@ print("Server CPU is every server-side process of the system during the load (2 
 PY
 
 cat "$out/table.md"
+if [ "$broken" -gt 0 ]; then
+  say "$broken run(s) could not be carried out (see $out/*.err): no benchmarks file written"
+  exit 1
+fi
 if [ "$write" = 1 ]; then
   python3 - "$benchmarks" "$out/table.md" <<'PY'
 import sys
