@@ -91,7 +91,15 @@ stop_all() {
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
   pids=()
 }
+lt_pid=""
+interrupted() {
+  [ -n "$lt_pid" ] && kill -TERM "$lt_pid" 2>/dev/null
+  stop_all
+  say "interrupted"
+  exit 130
+}
 trap stop_all EXIT
+trap interrupted INT TERM
 
 # start SYSTEM TAG: starts the system's processes; sets lt_args (targets, publisher,
 # dialect) and pids.
@@ -181,8 +189,11 @@ for run in $(seq 1 "$runs"); do
       set +e
       # shellcheck disable=SC2086
       "$bin/chat-loadtest" $largs --duration "$d" --settle "$settle" "${lt_args[@]}" \
-        "${server_pids[@]}" --json --quiet >"$out/$tag.json" 2>"$out/$tag.err"
+        "${server_pids[@]}" --json --quiet >"$out/$tag.json" 2>"$out/$tag.err" &
+      lt_pid=$!
+      wait "$lt_pid"
       code=$?
+      lt_pid=""
       set -e
       echo "$code" >"$out/$tag.exit"
       if [ "$code" != 0 ] && [ "$code" != 3 ]; then
