@@ -1,6 +1,8 @@
 //! One client connection on the fastwebsockets client: TCP from a chosen source
-//! address, the HTTP upgrade through hyper, `connect` and `join`, then a reader task that
-//! checks and times every message.
+//! address (TLS for `wss://`), the HTTP upgrade through hyper, `connect` and `join`, then
+//! a reader task that checks and times every message. Peer servers (`--dialect bun`,
+//! `socketio`) get their own handshake and frames (see [`crate::peer`]), and their
+//! deliveries are checked by message index instead of seq.
 //!
 //! fastwebsockets' `read_frame` is not cancel-safe, so after setup it is never raced:
 //! the reader task owns the read half and is aborted whole at the end. Writes (sends,
@@ -26,6 +28,8 @@ use tokio::io::{ReadHalf, WriteHalf};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::task::JoinHandle;
 
+use crate::config::Dialect;
+use crate::peer::{self, Incoming};
 use crate::plan::Plan;
 use crate::stamp;
 use crate::stats::Shared;
@@ -37,10 +41,12 @@ type Writer = WebSocketWrite<WriteHalf<Io>>;
 /// Connecting and each setup answer must come within this.
 const STEP_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A `ws://host:port/path` URL.
+/// A `ws://host:port/path` or `wss://host:port/path` URL.
 #[derive(Debug, Clone)]
 pub struct Target {
     pub url: String,
+    /// `wss://`: TLS.
+    pub tls: bool,
     pub host: String,
     pub port: u16,
     pub path: String,
@@ -50,17 +56,24 @@ pub struct Target {
 
 impl Target {
     pub fn parse(url: &str) -> Result<Target, String> {
-        let rest = url.strip_prefix("ws://").ok_or_else(|| {
-            format!("--target {url:?}: expected ws://host:port/path (wss:// is not supported)")
-        })?;
+        let (tls, rest) = match (url.strip_prefix("ws://"), url.strip_prefix("wss://")) {
+            (Some(rest), _) => (false, rest),
+            (_, Some(rest)) => (true, rest),
+            _ => {
+                return Err(format!(
+                    "--target {url:?}: expected ws://host:port/path or wss://host:port/path"
+                ));
+            }
+        };
         let (authority, path) = match rest.find('/') {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, "/ws"),
         };
-        let (host, port) = split_host_port(authority, 80)
+        let (host, port) = split_host_port(authority, if tls { 443 } else { 80 })
             .ok_or_else(|| format!("--target {url:?}: bad host or port"))?;
         Ok(Target {
             url: url.to_owned(),
+            tls,
             host,
             port,
             path: path.to_owned(),
@@ -79,12 +92,25 @@ impl Target {
         Ok(addr)
     }
 
-    /// `http://host:port`: where the same server answers HTTP.
+    /// `http://host:port` (`https://` for a wss:// target): where the same server
+    /// answers HTTP.
     pub fn http_base(&self) -> String {
+        let scheme = if self.tls { "https" } else { "http" };
         if self.host.contains(':') {
-            format!("http://[{}]:{}", self.host, self.port)
+            format!("{scheme}://[{}]:{}", self.host, self.port)
         } else {
-            format!("http://{}:{}", self.host, self.port)
+            format!("{scheme}://{}:{}", self.host, self.port)
+        }
+    }
+
+    /// The request path of connection `user`'s upgrade in `dialect`.
+    fn request_path(&self, dialect: Dialect, user: &str) -> String {
+        let sep = if self.path.contains('?') { '&' } else { '?' };
+        match dialect {
+            Dialect::Chat => self.path.clone(),
+            Dialect::Bun => format!("{}{sep}user={user}", self.path),
+            Dialect::Socketio if self.path.contains("EIO=") => self.path.clone(),
+            Dialect::Socketio => format!("{}{sep}{}", self.path, peer::sio::QUERY),
         }
     }
 
@@ -127,6 +153,9 @@ pub struct Ctx {
     pub sources: Vec<IpAddr>,
     pub encoding: Encoding,
     pub token_secret: Option<String>,
+    pub dialect: Dialect,
+    /// For wss:// targets.
+    pub tls: Option<tokio_rustls::TlsConnector>,
 }
 
 /// An open, connected, joined connection. Dropping it stops its reader and closes the
@@ -134,6 +163,7 @@ pub struct Ctx {
 pub struct Conn {
     pub idx: usize,
     encoding: Encoding,
+    dialect: Dialect,
     writer: Arc<tokio::sync::Mutex<Writer>>,
     reader: JoinHandle<()>,
 }
@@ -149,6 +179,49 @@ impl Conn {
     pub async fn send(&self, frame: &ClientFrame) -> Result<(), String> {
         send(&self.writer, self.encoding, frame).await
     }
+
+    /// Sends message text `text` (schedule index `k`) to a room or a user, in this
+    /// connection's dialect. The peers know rooms only.
+    pub async fn send_message(
+        &self,
+        room: Option<String>,
+        to: Option<String>,
+        text: String,
+        k: u64,
+    ) -> Result<(), String> {
+        match (self.dialect, room) {
+            (Dialect::Chat, room) => {
+                let frame = ClientFrame::Send {
+                    room,
+                    to,
+                    text,
+                    cid: Some(k.to_string()),
+                };
+                self.send(&frame).await
+            }
+            (Dialect::Bun, Some(room)) => {
+                send_text(&self.writer, peer::bun::send(&room, &text)).await
+            }
+            (Dialect::Socketio, Some(room)) => {
+                send_text(&self.writer, peer::sio::send(&room, &text)).await
+            }
+            (_, None) => Err("the peers have no direct messages".into()),
+        }
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+}
+
+/// One text frame: one write.
+async fn send_text(writer: &tokio::sync::Mutex<Writer>, text: String) -> Result<(), String> {
+    writer
+        .lock()
+        .await
+        .write_frame(Frame::text(Payload::Owned(text.into_bytes())))
+        .await
+        .map_err(|e| format!("write failed: {e}"))
 }
 
 async fn send(
@@ -198,19 +271,24 @@ pub async fn tcp(to: SocketAddr, from: Option<IpAddr>) -> std::io::Result<TcpStr
     Ok(stream)
 }
 
-async fn upgrade(
-    stream: TcpStream,
+async fn upgrade<S>(
+    stream: S,
     target: &Target,
+    dialect: Dialect,
+    user: &str,
     msgpack: bool,
-) -> Result<(Reader, Writer), String> {
+) -> Result<(Reader, Writer), String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let protocol = if msgpack {
         codec::SUBPROTOCOL_MSGPACK
     } else {
         codec::SUBPROTOCOL_JSON
     };
-    let req = Request::builder()
+    let mut req = Request::builder()
         .method("GET")
-        .uri(target.path.as_str())
+        .uri(target.request_path(dialect, user))
         .header(HOST, target.host_header())
         .header(UPGRADE, "websocket")
         .header(CONNECTION, "upgrade")
@@ -218,10 +296,11 @@ async fn upgrade(
             "Sec-WebSocket-Key",
             fastwebsockets::handshake::generate_key(),
         )
-        .header("Sec-WebSocket-Version", "13")
-        .header("Sec-WebSocket-Protocol", protocol)
-        .body(Empty::<Bytes>::new())
-        .map_err(|e| e.to_string())?;
+        .header("Sec-WebSocket-Version", "13");
+    if dialect == Dialect::Chat {
+        req = req.header("Sec-WebSocket-Protocol", protocol);
+    }
+    let req = req.body(Empty::<Bytes>::new()).map_err(|e| e.to_string())?;
     let (ws, response) = fastwebsockets::handshake::client(&SpawnExecutor, req, stream)
         .await
         .map_err(|e| format!("upgrade failed: {e}"))?;
@@ -268,7 +347,18 @@ pub async fn open(ctx: &Arc<Ctx>, idx: usize) -> Result<Arc<Conn>, String> {
             None => format!("connect to {}: {e}", target.url),
         })?;
     let msgpack = ctx.encoding == Encoding::MsgPack;
-    let (mut reader, writer) = tokio::time::timeout(STEP_TIMEOUT, upgrade(stream, target, msgpack))
+    let spec = &ctx.plan.conns[idx];
+    let handshake = async {
+        match (&ctx.tls, target.tls) {
+            (Some(tls), true) => {
+                let stream = crate::tls::connect(tls, &target.host, stream).await?;
+                upgrade(stream, target, ctx.dialect, &spec.user, msgpack).await
+            }
+            (None, true) => Err("wss:// target without a TLS configuration".to_owned()),
+            (_, false) => upgrade(stream, target, ctx.dialect, &spec.user, msgpack).await,
+        }
+    };
+    let (mut reader, writer) = tokio::time::timeout(STEP_TIMEOUT, handshake)
         .await
         .map_err(|_| format!("upgrade at {} timed out", target.url))??;
     reader.set_auto_pong(true);
@@ -276,8 +366,10 @@ pub async fn open(ctx: &Arc<Ctx>, idx: usize) -> Result<Arc<Conn>, String> {
     reader.set_max_message_size(16 << 20);
     let writer = Arc::new(tokio::sync::Mutex::new(writer));
     let mut obligated = obligated(writer.clone());
+    if ctx.dialect.is_peer() {
+        return open_peer(ctx, idx, reader, writer, obligated).await;
+    }
 
-    let spec = &ctx.plan.conns[idx];
     let connect = match &ctx.token_secret {
         Some(secret) => ClientFrame::Connect {
             token: Some(crate::auth::mint(secret, &spec.user)?),
@@ -302,6 +394,7 @@ pub async fn open(ctx: &Arc<Ctx>, idx: usize) -> Result<Arc<Conn>, String> {
             name: ctx.plan.channels[id as usize].clone(),
             id,
             last: personal_head,
+            seen: Vec::new(),
         });
         heads.push((id, personal_head));
     }
@@ -324,6 +417,7 @@ pub async fn open(ctx: &Arc<Ctx>, idx: usize) -> Result<Arc<Conn>, String> {
             name: room,
             id,
             last: head,
+            seen: Vec::new(),
         });
         heads.push((id, head));
     }
@@ -340,14 +434,130 @@ pub async fn open(ctx: &Arc<Ctx>, idx: usize) -> Result<Arc<Conn>, String> {
         ctx: ctx.clone(),
         tracks,
         own: format!("@{}", spec.user),
+        writer: writer.clone(),
     };
     let task = tokio::spawn(read_loop(reader, obligated, state));
     Ok(Arc::new(Conn {
         idx,
         encoding: ctx.encoding,
+        dialect: ctx.dialect,
         writer,
         reader: task,
     }))
+}
+
+/// The setup of a peer connection: Socket.IO's open and namespace connect, then a join
+/// per room, each answered by `joined`.
+async fn open_peer<F, R>(
+    ctx: &Arc<Ctx>,
+    idx: usize,
+    mut reader: Reader,
+    writer: Arc<tokio::sync::Mutex<Writer>>,
+    mut obligated: F,
+) -> Result<Arc<Conn>, String>
+where
+    F: FnMut(Frame<'_>) -> R + Send + 'static,
+    R: Future<Output = Result<(), WebSocketError>> + Send + 'static,
+{
+    let spec = &ctx.plan.conns[idx];
+    let dialect = ctx.dialect;
+    if dialect == Dialect::Socketio {
+        match next_peer_answer(&mut reader, &mut obligated, &writer, dialect).await? {
+            Incoming::Open => {}
+            other => return Err(format!("expected the engine.io open packet, got {other:?}")),
+        }
+        send_text(&writer, peer::sio::connect(&spec.user)).await?;
+        match next_peer_answer(&mut reader, &mut obligated, &writer, dialect).await? {
+            Incoming::Connected => {}
+            other => {
+                return Err(format!(
+                    "expected the socket.io connect answer, got {other:?}"
+                ));
+            }
+        }
+    }
+    let mut tracks = Vec::new();
+    for &id in &spec.joins {
+        let room = ctx.plan.channels[id as usize].clone();
+        let join = match dialect {
+            Dialect::Bun => peer::bun::join(&room),
+            _ => peer::sio::join(&room),
+        };
+        send_text(&writer, join).await?;
+        match next_peer_answer(&mut reader, &mut obligated, &writer, dialect).await? {
+            Incoming::Joined(r) if r == room => {}
+            other => return Err(format!("expected joined {room}, got {other:?}")),
+        }
+        tracks.push(Track {
+            name: room,
+            id,
+            last: 0,
+            seen: Vec::new(),
+        });
+    }
+    {
+        let mut t = ctx.shared.shard(idx);
+        for track in &tracks {
+            t.chan(track.id).receivers += 1;
+        }
+    }
+    let state = ReaderState {
+        idx,
+        ctx: ctx.clone(),
+        tracks,
+        own: format!("@{}", spec.user),
+        writer: writer.clone(),
+    };
+    let task = tokio::spawn(read_loop(reader, obligated, state));
+    Ok(Arc::new(Conn {
+        idx,
+        encoding: ctx.encoding,
+        dialect,
+        writer,
+        reader: task,
+    }))
+}
+
+/// The next setup answer of a peer (pings answered on the way).
+async fn next_peer_answer<F, R>(
+    reader: &mut Reader,
+    obligated: &mut F,
+    writer: &tokio::sync::Mutex<Writer>,
+    dialect: Dialect,
+) -> Result<Incoming<'static>, String>
+where
+    F: FnMut(Frame<'_>) -> R,
+    R: Future<Output = Result<(), WebSocketError>>,
+{
+    let deadline = tokio::time::Instant::now() + STEP_TIMEOUT;
+    loop {
+        let frame = tokio::time::timeout_at(deadline, reader.read_frame(obligated))
+            .await
+            .map_err(|_| "no answer from the server within 10 s".to_owned())?
+            .map_err(|e| format!("connection lost during setup: {e}"))?;
+        match frame.opcode {
+            OpCode::Text | OpCode::Binary => {}
+            OpCode::Close => {
+                return Err(format!(
+                    "closed during setup: {}",
+                    close_text(&frame.payload)
+                ));
+            }
+            _ => continue,
+        }
+        let incoming = match dialect {
+            Dialect::Socketio => peer::sio::decode(&frame.payload),
+            _ => peer::bun::decode(&frame.payload),
+        };
+        match incoming {
+            Incoming::Ping => send_text(writer, peer::sio::PONG.into()).await?,
+            Incoming::Closed(why) => return Err(format!("refused: {why}")),
+            Incoming::Open => return Ok(Incoming::Open),
+            Incoming::Connected => return Ok(Incoming::Connected),
+            Incoming::Joined(r) => return Ok(Incoming::Joined(r.into_owned().into())),
+            Incoming::Message { .. } | Incoming::Other => {}
+        }
+    }
 }
 
 /// The next answer during setup (`connected`, `joined` or an `error`), skipping
@@ -402,6 +612,8 @@ struct Track {
     name: String,
     id: u32,
     last: u64,
+    /// Peers: the message indices seen, one bit each (they have no seqs).
+    seen: Vec<u64>,
 }
 
 struct ReaderState {
@@ -410,6 +622,8 @@ struct ReaderState {
     tracks: Vec<Track>,
     /// `@user` of this connection: a direct message it sends lands there too.
     own: String,
+    /// Where the Socket.IO pongs go.
+    writer: Arc<tokio::sync::Mutex<Writer>>,
 }
 
 /// The fields the reader looks at, borrowed from the frame: the common frames are
@@ -437,6 +651,12 @@ where
     loop {
         match reader.read_frame(&mut obligated).await {
             Ok(frame) => match frame.opcode {
+                OpCode::Binary | OpCode::Text if st.ctx.dialect.is_peer() => {
+                    if let Err(why) = st.on_peer_frame(&frame.payload).await {
+                        st.ended(why);
+                        return;
+                    }
+                }
                 OpCode::Binary => st.on_frame(&frame.payload, true),
                 OpCode::Text => st.on_frame(&frame.payload, false),
                 OpCode::Close => {
@@ -457,6 +677,55 @@ where
 }
 
 impl ReaderState {
+    /// A peer's frame; `Err` when the server ended the session.
+    async fn on_peer_frame(&mut self, payload: &[u8]) -> Result<(), String> {
+        let incoming = match self.ctx.dialect {
+            Dialect::Socketio => peer::sio::decode(payload),
+            _ => peer::bun::decode(payload),
+        };
+        match incoming {
+            Incoming::Message { room, text } => self.on_peer_message(&room, &text),
+            Incoming::Ping => send_text(&self.writer, peer::sio::PONG.into()).await?,
+            Incoming::Closed(why) => return Err(format!("closed by the server: {why}")),
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// A peer's room message: checked by its message index (each owed once to each
+    /// member), timed by its stamp.
+    fn on_peer_message(&mut self, room: &str, text: &str) {
+        let now = stamp::now_us();
+        let shared = &self.ctx.shared;
+        let plan = &self.ctx.plan;
+        let (Some(track), Some(stamp)) = (
+            self.tracks.iter_mut().find(|t| t.name == room),
+            stamp::parse(&plan.run, text),
+        ) else {
+            shared.shard(self.idx).foreign += 1;
+            return;
+        };
+        if stamp.k >= plan.total {
+            shared.shard(self.idx).foreign += 1;
+            return;
+        }
+        let (word, bit) = ((stamp.k / 64) as usize, stamp.k % 64);
+        if track.seen.len() <= word {
+            track.seen.resize(word + 1, 0);
+        }
+        let mut t = shared.shard(self.idx);
+        let c = t.chan(track.id);
+        if track.seen[word] & (1 << bit) != 0 {
+            c.dups += 1;
+            t.duplicates += 1;
+            return;
+        }
+        track.seen[word] |= 1 << bit;
+        c.unique += 1;
+        let second = shared.second(stamp.intended_us);
+        t.delivery(now, stamp.intended_us, second, shared.second(now));
+    }
+
     fn on_frame(&mut self, payload: &[u8], binary: bool) {
         let peek: Result<Peek<'_>, ()> = if binary {
             rmp_serde::from_slice(payload).map_err(|_| ())
@@ -590,15 +859,36 @@ mod tests {
             (t.host.as_str(), t.port, t.path.as_str()),
             ("127.0.0.1", 8081, "/ws")
         );
+        assert!(!t.tls);
         assert_eq!(t.http_base(), "http://127.0.0.1:8081");
+        let t = Target::parse("wss://chat.example.com/ws").unwrap();
+        assert_eq!((t.tls, t.port), (true, 443));
+        assert_eq!(t.http_base(), "https://chat.example.com:443");
         let t = Target::parse("ws://localhost").unwrap();
         assert_eq!((t.port, t.path.as_str()), (80, "/ws"));
         let t = Target::parse("ws://[::1]:9000/x").unwrap();
         assert_eq!((t.host.as_str(), t.port), ("::1", 9000));
         assert_eq!(t.http_base(), "http://[::1]:9000");
-        assert!(Target::parse("wss://x/ws").is_err());
+        assert!(Target::parse("http://x/ws").is_err());
         assert!(Target::parse("ws://:80/ws").is_err());
         assert!(Target::parse("ws://h:port/ws").is_err());
+    }
+
+    #[test]
+    fn each_dialect_has_its_upgrade_path() {
+        let t = Target::parse("ws://127.0.0.1:3001/ws").unwrap();
+        assert_eq!(t.request_path(Dialect::Chat, "u1"), "/ws");
+        assert_eq!(t.request_path(Dialect::Bun, "u1"), "/ws?user=u1");
+        let t = Target::parse("ws://127.0.0.1:3101/socket.io/").unwrap();
+        assert_eq!(
+            t.request_path(Dialect::Socketio, "u1"),
+            "/socket.io/?EIO=4&transport=websocket"
+        );
+        let t = Target::parse("ws://h:1/socket.io/?EIO=4&transport=websocket").unwrap();
+        assert_eq!(
+            t.request_path(Dialect::Socketio, "u1"),
+            "/socket.io/?EIO=4&transport=websocket"
+        );
     }
 
     #[test]

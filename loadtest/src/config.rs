@@ -44,6 +44,15 @@ pub struct Config {
     #[arg(long = "http", value_delimiter = ',')]
     pub http: Vec<String>,
 
+    /// Which server the load is for: `chat` (protocol v1), or a peer server of the
+    /// comparison in loadtest/peers/: `bun` (bun-server.js) or `socketio`
+    /// (socketio-server.js, Engine.IO v4 on the WebSocket transport; give the target as
+    /// ws://host:port/socket.io/). Peers speak JSON, have no seqs (losses are counted from
+    /// the stamps' message indices) and run fanout, rooms, idle and connect-storm.
+    /// Default: chat.
+    #[arg(long, value_enum, default_value = "chat")]
+    pub dialect: Dialect,
+
     /// Encoding of the server's frames: `msgpack` (subprotocol chat.v1.msgpack) or `json`.
     /// Default: msgpack.
     #[arg(long, value_enum, default_value = "msgpack")]
@@ -139,6 +148,33 @@ pub struct Config {
     #[arg(long, default_value = "120s", value_parser = parse_duration)]
     pub setup_timeout: Duration,
 
+    /// wss:// targets: trust only the CA certificates in this PEM file (instead of the
+    /// system's roots).
+    #[arg(long)]
+    pub ca_cert: Option<PathBuf>,
+
+    /// wss:// targets: accept any server certificate (self-signed test setups).
+    #[arg(long)]
+    pub insecure: bool,
+
+    /// Threshold: exit with status 99 when the delivery latency's p50 is above this
+    /// (`50ms`, `1.5s`).
+    #[arg(long, value_parser = parse_duration)]
+    pub max_p50: Option<Duration>,
+
+    /// Threshold: exit with status 99 when the delivery latency's p99 is above this.
+    #[arg(long, value_parser = parse_duration)]
+    pub max_p99: Option<Duration>,
+
+    /// Threshold: exit with status 99 when the delivery latency's p99.9 is above this.
+    #[arg(long, value_parser = parse_duration)]
+    pub max_p999: Option<Duration>,
+
+    /// Threshold: exit with status 99 when more deliveries than this were lost; losses
+    /// up to it no longer make the exit status 3.
+    #[arg(long)]
+    pub max_lost: Option<u64>,
+
     /// Print one JSON document on stdout (the human summary goes to stderr).
     #[arg(long)]
     pub json: bool,
@@ -187,6 +223,29 @@ impl Scenario {
     /// Scenarios whose load is messages (the others measure connections).
     pub fn sends_messages(self) -> bool {
         !matches!(self, Scenario::ConnectStorm | Scenario::Idle)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Dialect {
+    Chat,
+    Bun,
+    Socketio,
+}
+
+impl Dialect {
+    pub fn name(self) -> &'static str {
+        match self {
+            Dialect::Chat => "chat",
+            Dialect::Bun => "bun",
+            Dialect::Socketio => "socketio",
+        }
+    }
+
+    /// A peer server of the comparison, not chat.
+    pub fn is_peer(self) -> bool {
+        self != Dialect::Chat
     }
 }
 
@@ -285,8 +344,14 @@ impl Config {
         })
     }
 
+    /// MessagePack frames: chat with `--encoding msgpack` (peers speak JSON).
     pub fn msgpack(&self) -> bool {
-        self.encoding == Enc::Msgpack
+        self.encoding == Enc::Msgpack && self.dialect == Dialect::Chat
+    }
+
+    /// Some target is `wss://`.
+    pub fn uses_tls(&self) -> bool {
+        self.targets.iter().any(|t| t.trim().starts_with("wss://"))
     }
 
     /// The expanded `--source-addrs`.
@@ -345,6 +410,15 @@ impl Config {
         }
         if self.duration.is_zero() {
             return usage("--duration must be above 0".into());
+        }
+        if self.dialect.is_peer() && matches!(self.scenario, Scenario::Direct | Scenario::Mixed) {
+            return usage(format!(
+                "--dialect {} runs fanout, rooms, idle and connect-storm (the peers have no direct messages)",
+                self.dialect.name()
+            ));
+        }
+        if self.insecure && self.ca_cert.is_some() {
+            return usage("--insecure and --ca-cert exclude each other".into());
         }
         if self.targets.is_empty() {
             return usage("--target needs at least one URL".into());
@@ -511,10 +585,23 @@ impl Scenario {
             "html",
             "quiet",
             "duration",
+            "dialect",
+            "ca_cert",
+            "insecure",
+            "max_p50",
+            "max_p99",
+            "max_p999",
             "help",
             "version",
         ];
-        let messages = ["rate", "message_size", "publish", "http", "drain"];
+        let messages = [
+            "rate",
+            "message_size",
+            "publish",
+            "http",
+            "drain",
+            "max_lost",
+        ];
         f.extend(match self {
             Scenario::Fanout => [&messages[..], &["members", "publishers"]].concat(),
             Scenario::Rooms => [&messages[..], &["members", "rooms"]].concat(),
@@ -598,6 +685,48 @@ mod tests {
         }
         assert!(parse(&["fanout"]).is_ok());
         assert!(matches!(parse(&["--help"]), Err(Error::Help(_))));
+    }
+
+    #[test]
+    fn peer_dialects_run_room_scenarios_in_json() {
+        let c = parse(&["fanout", "--dialect", "socketio"]).unwrap();
+        assert!(c.dialect.is_peer() && !c.msgpack(), "peers speak JSON");
+        assert!(parse(&["rooms", "--dialect", "bun"]).is_ok());
+        assert!(parse(&["idle", "--dialect", "bun"]).is_ok());
+        for args in [
+            &["direct", "--dialect", "bun"][..],
+            &["mixed", "--dialect", "socketio"],
+            &["fanout", "--dialect", "nats"],
+        ] {
+            assert!(matches!(parse(args), Err(Error::Usage(_))), "{args:?}");
+        }
+        assert_eq!(parse(&["fanout"]).unwrap().dialect, Dialect::Chat);
+    }
+
+    #[test]
+    fn thresholds_and_tls_flags_parse() {
+        let c = parse(&[
+            "fanout",
+            "--max-p99",
+            "50ms",
+            "--max-lost",
+            "0",
+            "--target",
+            "wss://h/ws",
+            "--insecure",
+        ])
+        .unwrap();
+        assert_eq!(c.max_p99, Some(Duration::from_millis(50)));
+        assert_eq!((c.max_lost, c.max_p50), (Some(0), None));
+        assert!(c.uses_tls() && c.insecure);
+        assert!(matches!(
+            parse(&["fanout", "--insecure", "--ca-cert", "x.pem"]),
+            Err(Error::Usage(_))
+        ));
+        assert!(matches!(
+            parse(&["fanout", "--max-p99", "fast"]),
+            Err(Error::Usage(_))
+        ));
     }
 
     #[test]

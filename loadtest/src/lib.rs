@@ -6,6 +6,8 @@
 //! - [`client`]: one fastwebsockets client connection: source-bound TCP, upgrade,
 //!   `connect` + `join`, and a reader that times and checks every message.
 //! - [`publish`]: HTTP publishing through the gateways.
+//! - [`peer`]: the frames of the peer servers chat is compared with (`--dialect`).
+//! - [`tls`]: rustls for `wss://` targets.
 //! - [`worker`]: a slice of the connections and its part of the open-loop schedule.
 //! - [`stamp`]: the run id, index and intended send time carried in each message text.
 //! - [`stats`]: HDR histograms and per-channel delivery counts, mergeable across workers.
@@ -25,6 +27,7 @@ pub mod client;
 pub mod config;
 pub mod floor;
 pub mod html;
+pub mod peer;
 pub mod plan;
 pub mod procstat;
 pub mod progress;
@@ -32,6 +35,7 @@ pub mod publish;
 pub mod report;
 pub mod stamp;
 pub mod stats;
+pub mod tls;
 pub mod worker;
 
 use std::io::Write;
@@ -56,6 +60,9 @@ pub use report::Report;
 
 /// Exit status of a run that finished but saw losses, duplicates or failures.
 pub const EXIT_PROBLEMS: i32 = 3;
+/// Exit status of a run that crossed a threshold (`--max-p99`, `--max-lost`, …), as
+/// k6 exits when its thresholds fail.
+pub const EXIT_THRESHOLDS: i32 = 99;
 
 /// File descriptors kept for everything that is not a client socket.
 const FD_RESERVE: u64 = 200;
@@ -140,6 +147,11 @@ async fn reach(cfg: &Config) -> Result<(Vec<Target>, Vec<String>), Error> {
     let mut bases = Vec::new();
     if uses_http(cfg) {
         let given: Vec<String> = if cfg.http.is_empty() {
+            if targets[0].tls {
+                return Err(Error::Usage(
+                    "HTTP publishing to a wss:// target needs --http http://host:port (https publishing is not supported)".into(),
+                ));
+            }
             vec![targets[0].http_base()]
         } else {
             cfg.http
@@ -174,6 +186,16 @@ fn encoding(cfg: &Config) -> Encoding {
     } else {
         Encoding::Json
     }
+}
+
+/// The TLS configuration, when some target is `wss://`.
+fn tls(cfg: &Config) -> Result<Option<tokio_rustls::TlsConnector>, Error> {
+    if !cfg.uses_tls() {
+        return Ok(None);
+    }
+    tls::connector(cfg.ca_cert.as_deref(), cfg.insecure)
+        .map(Some)
+        .map_err(Error::Usage)
 }
 
 fn samples(pids: &[u32]) -> Result<Vec<procstat::Sample>, Error> {
@@ -270,6 +292,8 @@ async fn in_process(
         sources,
         encoding: encoding(cfg),
         token_secret: cfg.token_secret.clone(),
+        dialect: cfg.dialect,
+        tls: tls(cfg)?,
     });
     let mut worker = Worker::new(cfg, ctx, bases, (0, 1)).map_err(Error::Failed)?;
     let setup_started = Instant::now();
@@ -351,6 +375,8 @@ fn child_args(cfg: &Config, run_id: &str, (w, n): (usize, usize)) -> Vec<String>
         cfg.targets.join(","),
         "--encoding".into(),
         if cfg.msgpack() { "msgpack" } else { "json" }.into(),
+        "--dialect".into(),
+        cfg.dialect.name().into(),
         "--members".into(),
         cfg.members().to_string(),
         "--rooms".into(),
@@ -381,6 +407,13 @@ fn child_args(cfg: &Config, run_id: &str, (w, n): (usize, usize)) -> Vec<String>
     if !cfg.http.is_empty() {
         a.push("--http".into());
         a.push(cfg.http.join(","));
+    }
+    if let Some(ca) = &cfg.ca_cert {
+        a.push("--ca-cert".into());
+        a.push(ca.display().to_string());
+    }
+    if cfg.insecure {
+        a.push("--insecure".into());
     }
     if !cfg.source_addrs.is_empty() {
         a.push("--source-addrs".into());
@@ -584,6 +617,8 @@ pub async fn run_worker(cfg: Config) -> Result<(), Error> {
         sources: cfg.source_addrs()?,
         encoding: encoding(&cfg),
         token_secret: cfg.token_secret.clone(),
+        dialect: cfg.dialect,
+        tls: tls(&cfg)?,
     });
     let mut worker = Worker::new(&cfg, ctx, bases, slot).map_err(Error::Failed)?;
     let ticker = {

@@ -1,8 +1,8 @@
 //! `chat-loadtest`: parses the flags and hands over to the library; the exit status says
-//! how it went (0 clean, 3 losses or failures seen, 64 bad flag, 69 target unreachable,
-//! 1 the run could not be carried out).
+//! how it went (0 clean, 3 losses or failures seen, 99 a threshold crossed, 64 bad flag,
+//! 69 target unreachable, 1 the run could not be carried out).
 
-use chat_loadtest::{Config, EXIT_PROBLEMS, Error};
+use chat_loadtest::{Config, Error};
 
 fn main() {
     let cfg = Config::from_args().unwrap_or_else(|e| fail(e));
@@ -33,7 +33,7 @@ fn main() {
     } else {
         print!("{}", report.summary());
     }
-    std::process::exit(if report.ok { 0 } else { EXIT_PROBLEMS });
+    std::process::exit(report.exit_status);
 }
 
 fn fail(e: Error) -> ! {

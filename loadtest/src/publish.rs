@@ -1,7 +1,9 @@
 //! Publishing over HTTP: `POST /v1/rooms/{room}/messages` and
 //! `POST /v1/users/{user}/messages` on the gateways, round-robin, as a trusted backend
 //! (`--api-key`, naming `from`), with minted user tokens (`--token-secret`), or with dev
-//! tokens fetched once per user (dev mode).
+//! tokens fetched once per user (dev mode). The peer servers (`--dialect bun|socketio`)
+//! take `POST /publish {"room","from","text"}` without credentials and answer 2xx
+//! without a seq.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -11,6 +13,7 @@ use chat_protocol::http::{
     DevTokenRequest, DevTokenResponse, ErrorBody, PublishRequest, PublishResponse,
 };
 
+use crate::config::Dialect;
 use crate::plan::{Dest, Msg, Plan};
 use crate::stamp;
 use crate::stats::Shared;
@@ -49,6 +52,14 @@ pub struct HttpPublisher {
     pub slots: Arc<tokio::sync::Semaphore>,
     plan: Arc<Plan>,
     shared: Arc<Shared>,
+    dialect: Dialect,
+}
+
+/// What a publish's confirmation says: the channel, and its seq when the server numbers
+/// messages.
+struct Stored {
+    room: String,
+    seq: Option<u64>,
 }
 
 impl HttpPublisher {
@@ -58,6 +69,7 @@ impl HttpPublisher {
         token_secret: Option<String>,
         plan: Arc<Plan>,
         shared: Arc<Shared>,
+        dialect: Dialect,
     ) -> Result<HttpPublisher, String> {
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
@@ -77,6 +89,7 @@ impl HttpPublisher {
             slots: Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT)),
             plan,
             shared,
+            dialect,
         })
     }
 
@@ -129,7 +142,9 @@ impl HttpPublisher {
                 if let Some(&id) = self.plan.channel_ids.get(&r.room) {
                     let c = t.chan(id);
                     c.acked += 1;
-                    c.max_acked = c.max_acked.max(r.seq);
+                    if let Some(seq) = r.seq {
+                        c.max_acked = c.max_acked.max(seq);
+                    }
                 }
                 if let Dest::User(_) = m.dest
                     && let Some(&id) = self.plan.channel_ids.get(&format!("@{from}"))
@@ -146,13 +161,10 @@ impl HttpPublisher {
         }
     }
 
-    async fn post(
-        &self,
-        base: &str,
-        m: &Msg,
-        from: &str,
-        text: String,
-    ) -> Result<PublishResponse, String> {
+    async fn post(&self, base: &str, m: &Msg, from: &str, text: String) -> Result<Stored, String> {
+        if self.dialect.is_peer() {
+            return self.post_peer(base, m, from, text).await;
+        }
         let url = match m.dest {
             Dest::Room(id) => format!(
                 "{base}/v1/rooms/{}/messages",
@@ -195,7 +207,48 @@ impl HttpPublisher {
         }
         r.json::<PublishResponse>()
             .await
+            .map(|r| Stored {
+                room: r.room,
+                seq: Some(r.seq),
+            })
             .map_err(|e| format!("http publish: bad answer: {e}"))
+    }
+
+    /// A peer's `POST /publish`: any 2xx stores the message.
+    async fn post_peer(
+        &self,
+        base: &str,
+        m: &Msg,
+        from: &str,
+        text: String,
+    ) -> Result<Stored, String> {
+        let Dest::Room(id) = m.dest else {
+            return Err("the peers have no direct messages".into());
+        };
+        let room = self.plan.channels[id as usize].clone();
+        let body = serde_json::json!({"room": room, "from": from, "text": text});
+        let r = self
+            .client
+            .post(format!("{base}/publish"))
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| {
+                if e.is_timeout() {
+                    "http publish: timed out after 10 s".to_owned()
+                } else if e.is_connect() {
+                    format!("http publish: cannot connect to {base}")
+                } else {
+                    format!("http publish: {e}")
+                }
+            })?;
+        let status = r.status();
+        // Read the body so the connection goes back to the pool.
+        let _ = r.bytes().await;
+        if !status.is_success() {
+            return Err(format!("http publish: {}", status.as_u16()));
+        }
+        Ok(Stored { room, seq: None })
     }
 }
 

@@ -6,7 +6,7 @@ use std::fmt::Write;
 
 use serde::Serialize;
 
-use crate::config::{Config, Enc, Scenario, Via};
+use crate::config::{Config, Dialect, Enc, Scenario, Via};
 use crate::plan::Plan;
 use crate::procstat::Sample;
 use crate::stats::{Hist, Tally};
@@ -19,6 +19,11 @@ pub struct Report {
     pub run_id: String,
     /// No loss, no duplicate, no failed connection or publish, no dropped connection.
     pub ok: bool,
+    /// `--max-…` thresholds, each with the value it was held against.
+    pub thresholds: Vec<Threshold>,
+    /// What the process exits with: 0 clean, 3 problems (losses within `--max-lost`
+    /// excepted), 99 a threshold crossed.
+    pub exit_status: i32,
     pub settings: Settings,
     pub connections: Connections,
     pub messages: Messages,
@@ -41,6 +46,11 @@ pub struct Report {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Settings {
+    pub dialect: Dialect,
+    /// How deliveries were checked: `seq` (chat: every seq of a channel once, in order,
+    /// to each member) or `index` (peers: every message index once to each member of
+    /// its room, in any order; no seqs, so no order check).
+    pub loss_check: &'static str,
     pub targets: Vec<String>,
     pub http: Vec<String>,
     pub encoding: Enc,
@@ -52,6 +62,55 @@ pub struct Settings {
     pub message_size: usize,
     pub workers: usize,
     pub source_addrs: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Threshold {
+    /// `p99`, `lost`, …
+    pub name: &'static str,
+    /// The flag's value (µs for latencies, a count for `lost`).
+    pub limit: u64,
+    pub value: u64,
+    pub ok: bool,
+}
+
+/// The thresholds given on the command line, held against the run's latency and losses.
+fn thresholds(cfg: &Config, latency: &Latency, lost: u64) -> Vec<Threshold> {
+    let us = |d: std::time::Duration| d.as_micros() as u64;
+    let mut out = Vec::new();
+    let mut check = |name, limit: Option<u64>, value: u64| {
+        if let Some(limit) = limit {
+            out.push(Threshold {
+                name,
+                limit,
+                value,
+                ok: value <= limit,
+            });
+        }
+    };
+    check("p50", cfg.max_p50.map(us), latency.p50_us);
+    check("p99", cfg.max_p99.map(us), latency.p99_us);
+    check("p99.9", cfg.max_p999.map(us), latency.p999_us);
+    check("lost", cfg.max_lost, lost);
+    out
+}
+
+/// 99 when a threshold is crossed; else 3 when the run saw problems (losses within
+/// `--max-lost` excepted); else 0.
+fn exit_status(
+    thresholds: &[Threshold],
+    clean_but_losses: bool,
+    lost: u64,
+    max_lost: Option<u64>,
+) -> i32 {
+    let losses_ok = lost == 0 || max_lost.is_some_and(|max| lost <= max);
+    if thresholds.iter().any(|t| !t.ok) {
+        crate::EXIT_THRESHOLDS
+    } else if clean_but_losses && losses_ok {
+        0
+    } else {
+        crate::EXIT_PROBLEMS
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -303,23 +362,38 @@ impl Report {
                 max_us: if h.is_empty() { 0 } else { h.0.max() },
             })
             .collect();
-        let ok = lost == 0
-            && tally.duplicates == 0
+        let clean_but_losses = tally.duplicates == 0
             && tally.connect_failed == 0
             && tally.dropped == 0
             && tally.publish_errors == 0
             && unanswered == 0
             && tally.foreign == 0;
+        let ok = lost == 0 && clean_but_losses;
+        let latency = Latency::of(&tally.latency);
+        let thresholds = thresholds(cfg, &latency, lost);
+        let exit_status = exit_status(&thresholds, clean_but_losses, lost, cfg.max_lost);
         Report {
             tool: "chat-loadtest",
             version: env!("CARGO_PKG_VERSION"),
             scenario: cfg.scenario,
             run_id: plan.run.clone(),
             ok,
+            thresholds,
+            exit_status,
             settings: Settings {
+                dialect: cfg.dialect,
+                loss_check: if cfg.dialect.is_peer() {
+                    "index"
+                } else {
+                    "seq"
+                },
                 targets: cfg.targets.clone(),
                 http: http_used(cfg),
-                encoding: cfg.encoding,
+                encoding: if cfg.msgpack() {
+                    Enc::Msgpack
+                } else {
+                    Enc::Json
+                },
                 publish: cfg.scenario.sends_messages().then(|| cfg.via()),
                 members: cfg.members(),
                 rooms: cfg.rooms_used(),
@@ -331,7 +405,7 @@ impl Report {
             },
             connections,
             messages,
-            latency: Latency::of(&tally.latency),
+            latency,
             publish_latency: Latency::of(&tally.publish),
             timeline,
             distribution: distribution(&tally.latency),
@@ -348,13 +422,18 @@ impl Report {
         let c = &self.connections;
         let _ = writeln!(
             s,
-            "chat-loadtest {} (run {}): {}",
+            "chat-loadtest {}{} (run {}): {}",
             self.scenario_name(),
+            match self.settings.dialect {
+                Dialect::Chat => String::new(),
+                d => format!(" --dialect {}", d.name()),
+            },
             self.run_id,
-            if self.ok {
-                "OK"
-            } else {
-                "PROBLEMS (see below)"
+            match (self.exit_status, self.ok) {
+                (crate::EXIT_THRESHOLDS, _) => "THRESHOLD CROSSED (see below)",
+                (_, true) => "OK",
+                (0, false) => "OK within --max-lost",
+                _ => "PROBLEMS (see below)",
             }
         );
         let _ = writeln!(
@@ -423,6 +502,23 @@ impl Report {
                 let _ = writeln!(s, "  server mem   {k:.1} KiB RSS per connection");
             }
         }
+        for t in &self.thresholds {
+            let show = |v: u64| {
+                if t.name == "lost" {
+                    v.to_string()
+                } else {
+                    ms(v)
+                }
+            };
+            let _ = writeln!(
+                s,
+                "  threshold    {} {} (max {}): {}",
+                t.name,
+                show(t.value),
+                show(t.limit),
+                if t.ok { "ok" } else { "CROSSED" }
+            );
+        }
         for (e, n) in &self.errors {
             let _ = writeln!(s, "  error ×{n}: {e}");
         }
@@ -463,4 +559,33 @@ fn distribution(h: &Hist) -> Vec<Point> {
         latency_us: h.0.max(),
     });
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(ok: bool) -> Threshold {
+        Threshold {
+            name: "p99",
+            limit: 1,
+            value: if ok { 1 } else { 2 },
+            ok,
+        }
+    }
+
+    #[test]
+    fn the_exit_status_follows_thresholds_then_problems() {
+        assert_eq!(exit_status(&[], true, 0, None), 0);
+        assert_eq!(exit_status(&[t(true)], true, 0, None), 0);
+        assert_eq!(exit_status(&[t(true), t(false)], true, 0, None), 99);
+        // A crossed threshold wins over problems.
+        assert_eq!(exit_status(&[t(false)], false, 5, None), 99);
+        // Losses: 3, unless --max-lost tolerates them.
+        assert_eq!(exit_status(&[], true, 5, None), 3);
+        assert_eq!(exit_status(&[], true, 5, Some(5)), 0);
+        assert_eq!(exit_status(&[], true, 5, Some(4)), 3);
+        // Other problems (duplicates, failures) are not tolerated by --max-lost.
+        assert_eq!(exit_status(&[], false, 0, Some(10)), 3);
+    }
 }

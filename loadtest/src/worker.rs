@@ -51,6 +51,7 @@ impl Worker {
                 cfg.token_secret.clone(),
                 ctx.plan.clone(),
                 ctx.shared.clone(),
+                cfg.dialect,
             )?))
         };
         let slice = ctx.plan.slice(w, n);
@@ -390,23 +391,32 @@ impl Sender {
                     self.refused(shard, "sender not connected");
                     return;
                 };
-                let (room, to) = match m.dest {
-                    Dest::Room(id) => (Some(plan.channels[id as usize].clone()), None),
-                    Dest::User(to) => (None, Some(plan.conns[to].user.clone())),
+                let (room, to, room_id) = match m.dest {
+                    Dest::Room(id) => (Some(plan.channels[id as usize].clone()), None, Some(id)),
+                    Dest::User(to) => (None, Some(plan.conns[to].user.clone()), None),
                     Dest::Typing(_) => unreachable!("handled above"),
-                };
-                let frame = ClientFrame::Send {
-                    room,
-                    to,
-                    text,
-                    cid: Some(k.to_string()),
                 };
                 let shared = self.ctx.shared.clone();
                 tasks.spawn(async move {
-                    if let Err(e) = conn.send(&frame).await {
-                        let mut t = shared.shard(shard);
-                        t.publish_errors += 1;
-                        t.error(&e);
+                    let peer = conn.dialect().is_peer();
+                    match conn.send_message(room, to, text, k).await {
+                        // A peer confirms nothing: the message counts as published,
+                        // and owed to the room's members, once written.
+                        Ok(()) if peer => {
+                            let now = stamp::now_us();
+                            let mut t = shared.shard(shard);
+                            t.published += 1;
+                            t.publish.record(now.saturating_sub(intended_us));
+                            if let Some(id) = room_id {
+                                t.chan(id).acked += 1;
+                            }
+                        }
+                        Ok(()) => {}
+                        Err(e) => {
+                            let mut t = shared.shard(shard);
+                            t.publish_errors += 1;
+                            t.error(&e);
+                        }
                     }
                 });
             }
