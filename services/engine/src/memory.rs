@@ -1,10 +1,11 @@
 //! The in-memory engine: one process, no Redis, the same behaviour as [`crate::redis`].
 //!
-//! Each channel keeps a ring buffer of its last `history_size` messages. Publishing
-//! assigns the seq and queues the message for the hub under the channel table's lock,
-//! so the queue is in seq order whatever the publishers' race; the queue is handed to
-//! the hub after every lock is released (see [`MemoryEngine::deliver`]), so a handler
-//! may call back into the engine.
+//! Each channel keeps a ring buffer of its last `history_size` messages, and its own
+//! locks: publishes to different channels never wait on each other. Publishing
+//! assigns the seq and queues the message for the hub under the channel's lock, so
+//! the channel's queue is in seq order whatever the publishers' race; the queue is
+//! handed to the hub after every lock is released (see [`deliver`]), so a handler may
+//! call back into the engine.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Weak};
@@ -24,6 +25,34 @@ struct ChannelLog {
     seq: u64,
     messages: VecDeque<Message>,
     touched: Instant,
+}
+
+impl ChannelLog {
+    fn new(now: Instant) -> Self {
+        Self {
+            epoch: crate::epoch::new_epoch(),
+            seq: 0,
+            messages: VecDeque::new(),
+            touched: now,
+        }
+    }
+
+    /// A log idle past the TTL is gone, as a Redis key would be, and comes back with a
+    /// new epoch.
+    fn expire(&mut self, ttl: Duration) -> &mut Self {
+        let now = Instant::now();
+        if now.duration_since(self.touched) > ttl {
+            *self = Self::new(now);
+        }
+        self
+    }
+}
+
+/// One channel: its log, and what it has for the hub. Lock order: `log`, then the
+/// engine's `subscribed`, then `outbox`; none is held while a handler runs.
+struct Slot {
+    log: Mutex<ChannelLog>,
+    outbox: Mutex<Outbox>,
 }
 
 /// What the hub is handed, in the order the engine decided.
@@ -75,12 +104,11 @@ impl Drop for PanicGuard<'_> {
 }
 
 pub struct MemoryEngine {
-    channels: Mutex<HashMap<String, ChannelLog>>,
+    channels: RwLock<HashMap<String, Arc<Slot>>>,
     subscribed: RwLock<HashSet<String>>,
     handler: RwLock<Option<Weak<dyn BusHandler>>>,
-    /// Deliveries not yet handed to the hub. Lock order: `channels`, `subscribed`,
-    /// `outbox`; none is held while a handler runs.
-    outbox: Mutex<Outbox>,
+    /// Control commands, which belong to no channel.
+    control: Mutex<Outbox>,
     /// room → user → connections. One process: nothing can die without us.
     presence: Mutex<HashMap<String, HashMap<String, HashSet<String>>>>,
     pub(crate) presence_ttl: Duration,
@@ -94,10 +122,10 @@ pub struct MemoryEngine {
 impl MemoryEngine {
     pub fn new(config: &EngineConfig) -> Self {
         Self {
-            channels: Mutex::new(HashMap::new()),
+            channels: RwLock::new(HashMap::new()),
             subscribed: RwLock::new(HashSet::new()),
             handler: RwLock::new(None),
-            outbox: Mutex::new(Outbox::default()),
+            control: Mutex::new(Outbox::default()),
             presence: Mutex::new(HashMap::new()),
             presence_ttl: Duration::from_secs(config.presence_ttl_secs),
             history_size: config.history_size as usize,
@@ -114,74 +142,69 @@ impl MemoryEngine {
         self.subscribed.read().contains(channel)
     }
 
-    fn queue(&self, d: Delivery) {
-        self.outbox.lock().queue.push_back(d);
+    fn slot(&self, channel: &str) -> Arc<Slot> {
+        if let Some(slot) = self.channels.read().get(channel) {
+            return slot.clone();
+        }
+        self.channels
+            .write()
+            .entry(channel.to_owned())
+            .or_insert_with(|| {
+                Arc::new(Slot {
+                    log: Mutex::new(ChannelLog::new(Instant::now())),
+                    outbox: Mutex::new(Outbox::default()),
+                })
+            })
+            .clone()
+    }
+
+    /// Queues `d` on `outbox` and hands that outbox to the hub.
+    fn send(&self, outbox: &Mutex<Outbox>, d: Delivery) {
+        outbox.lock().queue.push_back(d);
+        self.deliver(outbox);
     }
 
     /// Hands the queued deliveries to the hub, with no lock of the engine held, so a
     /// handler may publish, subscribe or read from inside its callback. One caller
-    /// drains at a time, which keeps the queue's order; a caller that finds someone
+    /// drains an outbox at a time, which keeps its order; a caller that finds someone
     /// draining (another publisher, or a handler calling back into the engine) leaves
     /// its deliveries to them and returns.
-    fn deliver(&self) {
+    fn deliver(&self, outbox: &Mutex<Outbox>) {
         let mut batch = {
-            let mut outbox = self.outbox.lock();
-            if outbox.draining || outbox.queue.is_empty() {
+            let mut o = outbox.lock();
+            if o.draining || o.queue.is_empty() {
                 return;
             }
-            outbox.draining = true;
-            std::mem::take(&mut outbox.queue)
+            o.draining = true;
+            std::mem::take(&mut o.queue)
         };
-        let _guard = PanicGuard(&self.outbox);
+        let _guard = PanicGuard(outbox);
         loop {
             match self.handler() {
                 Some(h) => batch.drain(..).for_each(|d| d.hand_to(&*h)),
                 None => batch.clear(),
             }
-            let mut outbox = self.outbox.lock();
-            if outbox.queue.is_empty() {
-                outbox.draining = false;
+            let mut o = outbox.lock();
+            if o.queue.is_empty() {
+                o.draining = false;
                 return;
             }
-            std::mem::swap(&mut batch, &mut outbox.queue);
+            std::mem::swap(&mut batch, &mut o.queue);
         }
-    }
-
-    /// The channel's log; a log idle past the TTL is gone, as a Redis key would be, and
-    /// comes back with a new epoch.
-    fn log<'a>(
-        channels: &'a mut HashMap<String, ChannelLog>,
-        channel: &str,
-        ttl: Duration,
-    ) -> &'a mut ChannelLog {
-        let now = Instant::now();
-        if channels
-            .get(channel)
-            .is_some_and(|log| now.duration_since(log.touched) > ttl)
-        {
-            channels.remove(channel);
-        }
-        channels
-            .entry(channel.to_owned())
-            .or_insert_with(|| ChannelLog {
-                epoch: crate::epoch::new_epoch(),
-                seq: 0,
-                messages: VecDeque::new(),
-                touched: now,
-            })
     }
 
     pub async fn publish(&self, p: Publication) -> Result<Message> {
-        let message = self.store(p);
-        self.deliver();
+        let slot = self.slot(&p.channel);
+        let message = self.store(&slot, p);
+        self.deliver(&slot.outbox);
         Ok(message)
     }
 
     /// Assigns the seq, appends to history and queues the delivery, in one step under
-    /// the channel table's lock: queue order is seq order.
-    fn store(&self, p: Publication) -> Message {
-        let mut channels = self.channels.lock();
-        let log = Self::log(&mut channels, &p.channel, self.ttl);
+    /// the channel's lock: queue order is seq order.
+    fn store(&self, slot: &Slot, p: Publication) -> Message {
+        let mut log = slot.log.lock();
+        let log = log.expire(self.ttl);
         log.seq += 1;
         log.touched = Instant::now();
         let message = Message {
@@ -203,14 +226,18 @@ impl MemoryEngine {
                 trace: p.trace,
                 published_us: Some(crate::now_us()),
             };
-            self.queue(Delivery::Published(message.clone(), envelope));
+            slot.outbox
+                .lock()
+                .queue
+                .push_back(Delivery::Published(message.clone(), envelope));
         }
         message
     }
 
     pub async fn head(&self, channel: &str) -> Result<Head> {
-        let mut channels = self.channels.lock();
-        let log = Self::log(&mut channels, channel, self.ttl);
+        let slot = self.slot(channel);
+        let mut log = slot.log.lock();
+        let log = log.expire(self.ttl);
         Ok(Head {
             epoch: log.epoch.clone(),
             seq: log.seq,
@@ -218,8 +245,9 @@ impl MemoryEngine {
     }
 
     pub async fn history(&self, channel: &str, range: Range) -> Result<History> {
-        let mut channels = self.channels.lock();
-        let log = Self::log(&mut channels, channel, self.ttl);
+        let slot = self.slot(channel);
+        let mut log = slot.log.lock();
+        let log = log.expire(self.ttl);
         let messages = match range {
             Range::After { seq, limit } => log
                 .messages
@@ -247,9 +275,10 @@ impl MemoryEngine {
     }
 
     pub async fn subscribe(&self, channel: &str) -> Result<()> {
-        // Taken under the channel table's lock so that no publish is half-way between
-        // "not subscribed" and "delivered" when the caller reads history next.
-        let _channels = self.channels.lock();
+        // Taken under the channel's lock so that no publish is half-way between "not
+        // subscribed" and "delivered" when the caller reads history next.
+        let slot = self.slot(channel);
+        let _log = slot.log.lock();
         self.subscribed.write().insert(channel.to_owned());
         Ok(())
     }
@@ -265,18 +294,17 @@ impl MemoryEngine {
 
     pub async fn publish_typing(&self, channel: &str, user: &str) -> Result<()> {
         if self.is_wanted(channel) {
-            self.queue(Delivery::Typing {
+            let d = Delivery::Typing {
                 channel: channel.to_owned(),
                 user: user.to_owned(),
-            });
-            self.deliver();
+            };
+            self.send(&self.slot(channel).outbox, d);
         }
         Ok(())
     }
 
     pub async fn publish_control(&self, control: &Control) -> Result<()> {
-        self.queue(Delivery::Control(control.clone()));
-        self.deliver();
+        self.send(&self.control, Delivery::Control(control.clone()));
         Ok(())
     }
 
@@ -337,12 +365,12 @@ impl MemoryEngine {
         event: PresenceEvent,
     ) -> Result<()> {
         if self.is_wanted(room) {
-            self.queue(Delivery::Presence {
+            let d = Delivery::Presence {
                 channel: room.to_owned(),
                 user: user.to_owned(),
                 event,
-            });
-            self.deliver();
+            };
+            self.send(&self.slot(room).outbox, d);
         }
         Ok(())
     }
@@ -485,6 +513,59 @@ mod tests {
                 let seqs: Vec<u64> = got.iter().filter(|m| m.0 == c).map(|m| m.1).collect();
                 assert_eq!(seqs, (1..=500).collect::<Vec<_>>(), "channel {c}");
             }
+        });
+    }
+
+    /// Holds its callback for `slow` until released; records every other channel.
+    struct Gate {
+        entered: mpsc::SyncSender<()>,
+        release: Mutex<mpsc::Receiver<()>>,
+        fast: mpsc::SyncSender<u64>,
+    }
+
+    impl BusHandler for Gate {
+        fn on_published(&self, m: Message, _: Envelope) {
+            if m.room == "slow" {
+                let _ = self.entered.send(());
+                let _ = self.release.lock().recv();
+            } else {
+                let _ = self.fast.send(m.seq);
+            }
+        }
+        fn on_typing(&self, _: &str, _: &str) {}
+        fn on_presence(&self, _: &str, _: &str, _: PresenceEvent) {}
+        fn on_control(&self, _: Control) {}
+        fn on_bus_restored(&self) {}
+    }
+
+    #[test]
+    fn a_channel_whose_delivery_is_busy_holds_up_no_other_channel() {
+        without_deadlock(|| {
+            let engine = Arc::new(MemoryEngine::new(&EngineConfig::default()));
+            let (entered, slow_entered) = mpsc::sync_channel(1);
+            let (release, released) = mpsc::sync_channel(1);
+            let (fast, fast_delivered) = mpsc::sync_channel(16);
+            let gate: Arc<dyn BusHandler> = Arc::new(Gate {
+                entered,
+                release: Mutex::new(released),
+                fast,
+            });
+            now(engine.start_bus(Arc::downgrade(&gate))).unwrap();
+            for c in ["slow", "fast"] {
+                now(engine.subscribe(c)).unwrap();
+            }
+            let slow = {
+                let engine = engine.clone();
+                std::thread::spawn(move || now(engine.publish(publication("slow", "x"))))
+            };
+            slow_entered.recv().unwrap();
+            // While "slow" is being handed to the hub, "fast" is delivered by its own
+            // publisher, not queued behind it.
+            now(engine.publish(publication("fast", "y"))).unwrap();
+            assert_eq!(fast_delivered.try_recv(), Ok(1));
+            release.send(()).unwrap();
+            slow.join().unwrap().unwrap();
+            drop(gate);
         });
     }
 }

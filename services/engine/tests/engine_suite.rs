@@ -248,6 +248,30 @@ async fn history_keeps_only_the_last_history_size_messages() {
             .unwrap();
         let seqs: Vec<u64> = all.messages.iter().map(|m| m.seq).collect();
         assert_eq!(seqs, (16..=25).collect::<Vec<_>>());
+        // Paging back stops at the same place: Redis trims approximately and may
+        // still hold older entries, which no read shows.
+        let seqs = |h: chat_engine::History| h.messages.iter().map(|m| m.seq).collect::<Vec<_>>();
+        let newest = Range::Before {
+            seq: None,
+            limit: 100,
+        };
+        let back = seqs(engine.history("r", newest).await.unwrap());
+        assert_eq!(back, (16..=25).rev().collect::<Vec<_>>());
+        let oldest = Range::Before {
+            seq: Some(17),
+            limit: 100,
+        };
+        assert_eq!(seqs(engine.history("r", oldest).await.unwrap()), vec![16]);
+        let gone = Range::Before {
+            seq: Some(16),
+            limit: 100,
+        };
+        assert!(seqs(engine.history("r", gone).await.unwrap()).is_empty());
+        let since = Range::After { seq: 3, limit: 100 };
+        assert_eq!(
+            seqs(engine.history("r", since).await.unwrap()).first(),
+            Some(&16)
+        );
     })
     .await;
 }

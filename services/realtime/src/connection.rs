@@ -1,7 +1,7 @@
-//! One WebSocket connection's lifecycle: a reader task runs the client's [`Session`]
-//! over the socket's read half, the [`Writer`] drains the send queue into its write
-//! half, and when the writer has closed, the connection leaves the hub and its close
-//! is counted.
+//! One WebSocket connection's lifecycle, in one task: the client's [`Session`] runs
+//! over the socket's read half while the [`Writer`] drains the send queue into its
+//! write half, and when the writer has closed, the connection leaves the hub and its
+//! close is counted.
 //!
 //! [`Reader`] reads and checks the client's frames (RFC 6455); a client that breaks the
 //! protocol gets the close its [`Violation`](crate::reader::Violation) names.
@@ -31,30 +31,34 @@ pub async fn serve(rt: Arc<Realtime>, upgraded: TokioIo<Upgraded>, encoding: Enc
     let queue = Arc::new(SendQueue::new(rt.limits.send_queue_bytes as usize));
     rt.metrics.ws_connections.inc();
 
-    let session = Arc::new(Session::new(rt.clone(), queue.clone(), encoding));
-    let read_task = tokio::spawn({
-        let session = session.clone();
-        async move { session.run(reader).await }
-    });
-    let abort = read_task.abort_handle();
-
+    let session = Session::new(rt.clone(), queue.clone(), encoding);
     let writer = Writer {
         timing: rt.timing,
         write_delay: Duration::from_millis(rt.limits.write_delay_ms.into()),
         idle: &|| session.idle(),
         metrics: &rt.metrics,
     };
-    let close = writer.run(&socket, &queue).await;
-    // The reader ends when the client answers our close; past a grace period the
-    // connection is dead and the reader is dropped.
-    if tokio::time::timeout(Duration::from_secs(1), read_task)
-        .await
-        .is_err()
-    {
-        abort.abort();
-    }
+    // Both halves run in this one task: a second task per connection was memory every
+    // idle connection held.
+    let close = {
+        let read = session.run(reader);
+        let write = writer.run(&socket, &queue);
+        tokio::pin!(read, write);
+        tokio::select! {
+            close = &mut write => {
+                // The reader ends when the client answers our close; past a grace
+                // period the connection is dead and reading stops.
+                let grace = tokio::time::timeout(Duration::from_secs(1), read);
+                let _ = Box::pin(grace).await;
+                close
+            }
+            () = &mut read => write.await,
+        }
+    };
     if let Some(conn) = session.conn() {
-        rt.hub.disconnect(conn).await;
+        // Boxed: leaving every channel is a deep future, and inline it would make
+        // every idle connection's task that much larger.
+        Box::pin(rt.hub.disconnect(conn)).await;
     }
     rt.metrics.ws_connections.dec();
     if let Some(limit) = close.code.limit() {

@@ -116,6 +116,22 @@ struct Partial {
     checked: usize,
 }
 
+/// Bytes a read takes at most at once, unless a frame needs more.
+const READ_CHUNK: usize = 4096;
+
+/// A byte stream the reader can wait on without holding a buffer: an idle connection
+/// then holds no read buffer at all (one of 8 KiB each was most of an idle
+/// connection's memory; uWS holds ~100 bytes).
+pub trait Source: AsyncRead + Unpin + Send {
+    /// Resolves once a read would find bytes, the end or an error.
+    fn readable(&self) -> impl Future<Output = ()> + Send;
+}
+
+/// Tests read from memory: always readable.
+impl Source for &[u8] {
+    async fn readable(&self) {}
+}
+
 pub struct Reader<R> {
     io: R,
     buf: BytesMut,
@@ -124,13 +140,12 @@ pub struct Reader<R> {
     partial: Option<Partial>,
 }
 
-impl<R: AsyncRead + Unpin> Reader<R> {
+impl<R: Source> Reader<R> {
     pub fn new(io: R, max_message: usize) -> Self {
         Self {
             io,
-            // Read into without being written first: an idle connection's buffer is
-            // never touched, so it costs no resident memory.
-            buf: BytesMut::with_capacity(8192),
+            // Taken when bytes arrive, given back when they are all read.
+            buf: BytesMut::new(),
             max_message,
             partial: None,
         }
@@ -182,7 +197,7 @@ impl<R: AsyncRead + Unpin> Reader<R> {
             // Into the read buffer: a sink array would sit in every connection's task,
             // idle or not (a future is as large as its largest state).
             self.buf.clear();
-            self.buf.reserve(4096);
+            self.buf.reserve(READ_CHUNK);
             match self.io.read_buf(&mut self.buf).await {
                 Ok(0) | Err(_) => return,
                 Ok(n) => left = left.saturating_sub(n),
@@ -211,6 +226,13 @@ impl<R: AsyncRead + Unpin> Reader<R> {
     }
 
     async fn fill(&mut self) -> Result<(), ReadError> {
+        if self.buf.is_empty() {
+            // Nothing half-read: wait without a buffer (what earlier frames left is
+            // freed with the last payload split off it), and take one for what came.
+            self.buf = BytesMut::new();
+            self.io.readable().await;
+            self.buf.reserve(READ_CHUNK);
+        }
         match self.io.read_buf(&mut self.buf).await {
             Ok(0) | Err(_) => Err(ReadError::Gone),
             Ok(_) => Ok(()),
@@ -352,6 +374,49 @@ fn close_code(payload: &[u8]) -> Result<u16, Violation> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures_util::FutureExt;
+
+    /// A client that sent `bytes` and then went quiet, without closing.
+    struct ThenQuiet(Vec<u8>);
+
+    impl AsyncRead for ThenQuiet {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            if self.0.is_empty() {
+                return std::task::Poll::Pending;
+            }
+            let n = self.0.len().min(buf.remaining());
+            buf.put_slice(&self.0[..n]);
+            self.0.drain(..n);
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    impl Source for ThenQuiet {
+        async fn readable(&self) {
+            if self.0.is_empty() {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
+    #[test]
+    fn a_quiet_connection_holds_no_read_buffer() {
+        let mut frames = masked(0x81, b"hello");
+        frames.extend(masked(0x81, b"again"));
+        let mut r = Reader::new(ThenQuiet(frames), 1 << 16);
+        assert!(r.buf.capacity() == 0, "nothing held before the first byte");
+        for want in [b"hello", b"again"] {
+            let got = r.next().now_or_never().expect("a whole frame is there");
+            assert_eq!(got, text(want));
+        }
+        // Waiting for more: the buffer went back with the last frame read.
+        assert!(r.next().now_or_never().is_none());
+        assert_eq!(r.buf.capacity(), 0);
+    }
 
     fn masked(head: u8, payload: &[u8]) -> Vec<u8> {
         assert!(payload.len() < 126);

@@ -15,7 +15,6 @@ use chat_auth::User;
 use chat_engine::publish::{self, Outgoing};
 use chat_protocol::names::{validate_room, validate_user};
 use chat_protocol::{Channel, ClientFrame, Encoding, ErrorCode, ProtocolError, ServerFrame, codec};
-use tokio::io::AsyncRead;
 use tracing::Instrument;
 
 use crate::Realtime;
@@ -23,7 +22,7 @@ use crate::close::{Close, Code};
 use crate::frame;
 use crate::hub::Conn;
 use crate::rate::{FrameBudget, Verdict};
-use crate::reader::{Inbound, ReadError, Reader};
+use crate::reader::{Inbound, ReadError, Reader, Source};
 use crate::send_queue::SendQueue;
 
 /// Bytes a client may still send after the server's close before it is cut off.
@@ -72,7 +71,7 @@ impl Session {
     /// Serves the client's frames until the session ends, and hands its close to the
     /// writer. After a close of its own the session reads on (and drops what it reads)
     /// for a while, so the client's answering close can arrive.
-    pub async fn run<R: AsyncRead + Unpin>(&self, mut reader: Reader<R>) {
+    pub async fn run<R: Source>(&self, mut reader: Reader<R>) {
         let Some(close) = self.read(&mut reader).await else {
             return;
         };
@@ -87,11 +86,13 @@ impl Session {
     /// the client's own close (echoed), a lost stream (1006, never sent), a protocol
     /// violation, no `connect` in time, or a command's close. `None` when the queue is
     /// closing already (a slow consumer, the drain, a failed write): that close stands.
-    pub async fn read<R: AsyncRead + Unpin>(&self, reader: &mut Reader<R>) -> Option<Close> {
+    pub async fn read<R: Source>(&self, reader: &mut Reader<R>) -> Option<Close> {
         let connect_deadline = tokio::time::Instant::now() + self.rt.timing.connect_timeout;
         loop {
             let read = if self.conn.get().is_none() {
-                match tokio::time::timeout_at(connect_deadline, reader.next()).await {
+                // Boxed: only until `connect`; inline, its timer would stay in the
+                // task of every connection for its life.
+                match Box::pin(tokio::time::timeout_at(connect_deadline, reader.next())).await {
                     Ok(r) => r,
                     Err(_) => {
                         return Some(Close::new(Code::ConnectTimeout, "no connect within 10 s"));

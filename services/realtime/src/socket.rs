@@ -53,7 +53,8 @@ impl Socket {
         if rest.is_empty() {
             return Ok(Ok(()));
         }
-        tokio::time::timeout(limit, self.write_all(rest)).await
+        // Boxed: rare, and inline its timer would sit in every connection's task.
+        Box::pin(tokio::time::timeout(limit, self.write_all(rest))).await
     }
 
     async fn write_all(&self, mut buf: &[u8]) -> io::Result<()> {
@@ -75,11 +76,20 @@ impl Socket {
     }
 }
 
-/// The read side, for fastwebsockets: first what hyper had buffered, then the socket
+/// The read side: first what hyper had buffered, then the socket
 /// (read into uninitialised memory: a connection's idle read buffer stays untouched).
 pub struct ReadHalf {
     buffered: Bytes,
     tcp: OwnedReadHalf,
+}
+
+impl crate::reader::Source for ReadHalf {
+    async fn readable(&self) {
+        if !self.buffered.has_remaining() {
+            // An error is the next read's to report.
+            let _ = self.tcp.readable().await;
+        }
+    }
 }
 
 impl AsyncRead for ReadHalf {

@@ -130,9 +130,16 @@ async fn upgrade(
     // Tracked: the drain waits for the connection to end.
     let shutdown = rt.shutdown.clone();
     shutdown.track(async move {
-        let _slot = slot;
         match fut.await {
-            Ok(ws) => connection::serve(rt, ws.into_inner(), encoding).await,
+            // A task of its own: a task's memory is its largest state, and this one's
+            // includes the handshake's, which every idle connection would hold.
+            Ok(ws) => {
+                let tracker = rt.shutdown.clone();
+                tracker.track(async move {
+                    let _slot = slot;
+                    connection::serve(rt, ws.into_inner(), encoding).await
+                });
+            }
             Err(e) => tracing::debug!(error = %e, "upgrade failed"),
         }
     });

@@ -88,7 +88,8 @@ impl Writer<'_> {
             };
             if close.is_none() && !self.write_delay.is_zero() && !batch.is_empty() {
                 // Frames that arrive meanwhile share this write.
-                tokio::time::sleep(self.write_delay).await;
+                // Boxed, as every timer a quiet connection does not need.
+                Box::pin(tokio::time::sleep(self.write_delay)).await;
                 close = queue.take(&mut batch);
             }
             if !batch.is_empty() {

@@ -50,7 +50,8 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(3);
 ///
 /// Channel `C` (hash tags keep its keys in one cluster slot):
 /// - `{prefix}:meta:{C}`: hash with `epoch` and `seq`;
-/// - `{prefix}:hist:{C}`: Stream of the last `history_size` messages, entry id `seq-0`;
+/// - `{prefix}:hist:{C}`: Stream of the last `history_size` messages (trimmed
+///   approximately, so it may hold a few more; reads never show them), entry id `seq-0`;
 /// - pub/sub channel `{prefix}:bus:C`, and `{prefix}:ctl` for control commands.
 ///
 /// Room `R`: `{prefix}:pres:{R}` is a sorted set of users scored by when their entry

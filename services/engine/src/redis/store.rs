@@ -54,14 +54,9 @@ impl RedisEngine {
         Ok(stored.into_message(&p.channel, seq, &epoch))
     }
 
-    async fn read(
-        &self,
-        channel: &str,
-        mode: &str,
-        start: String,
-        end: String,
-        count: usize,
-    ) -> Result<History> {
+    /// `mode`: "after" (from `seq` on), "before" (up to `seq`, "+" the newest) or
+    /// "head".
+    async fn read(&self, channel: &str, mode: &str, seq: String, count: usize) -> Result<History> {
         let (seq, epoch, entries): (u64, String, Vec<StreamEntry>) = retried(|| {
             let mut con = self.cmd.clone();
             let mut invocation = self.store_scripts.read.prepare_invoke();
@@ -71,9 +66,9 @@ impl RedisEngine {
                 .arg(crate::epoch::new_epoch())
                 .arg(self.ttl)
                 .arg(mode)
-                .arg(&start)
-                .arg(&end)
-                .arg(count);
+                .arg(&seq)
+                .arg(count)
+                .arg(self.history_size);
             async move { invocation.invoke_async(&mut con).await }
         })
         .await?;
@@ -98,35 +93,22 @@ impl RedisEngine {
     }
 
     pub async fn head(&self, channel: &str) -> Result<Head> {
-        Ok(self
-            .read(channel, "head", String::new(), String::new(), 0)
-            .await?
-            .head)
+        Ok(self.read(channel, "head", String::new(), 0).await?.head)
     }
 
     pub async fn history(&self, channel: &str, range: Range) -> Result<History> {
         match range {
             Range::After { seq, limit } => {
-                self.read(
-                    channel,
-                    "after",
-                    format!("{}-0", seq.saturating_add(1)),
-                    "+".into(),
-                    limit,
-                )
-                .await
+                let from = seq.saturating_add(1).to_string();
+                self.read(channel, "after", from, limit).await
             }
             Range::Before { seq, limit } => {
-                let end = match seq {
-                    Some(0) => {
-                        return self
-                            .read(channel, "head", String::new(), String::new(), 0)
-                            .await;
-                    }
-                    Some(s) => format!("{}-0", s - 1),
+                let to = match seq {
+                    Some(0) => return self.read(channel, "head", String::new(), 0).await,
+                    Some(s) => (s - 1).to_string(),
                     None => "+".into(),
                 };
-                self.read(channel, "before", end, "-".into(), limit).await
+                self.read(channel, "before", to, limit).await
             }
         }
     }
