@@ -368,3 +368,78 @@ async fn delivery_latency_is_observed_once_per_frame_written_to_a_member() {
         "latencies are plausible: {sum}"
     );
 }
+
+#[tokio::test]
+async fn a_replica_reports_the_channels_memberships_and_users_it_holds() {
+    let addr = Topology::builder().chat(None).await.addr;
+    let url = format!("ws://{addr}/ws");
+    let holds = || async {
+        let body = metrics_of(addr).await;
+        [
+            "chat_hub_channels",
+            "chat_hub_subscriptions",
+            "chat_hub_users",
+        ]
+        .map(|name| sample(&body, name))
+    };
+    assert_eq!(holds().await, [0.0, 0.0, 0.0]);
+    let (mut ann1, _) = WsClient::connect_as(&url, "ann", false).await;
+    let (mut ann2, _) = WsClient::connect_as(&url, "ann", true).await;
+    let (mut bob, _) = WsClient::connect_as(&url, "bob", false).await;
+    ann1.join("general").await;
+    ann2.join("general").await;
+    bob.join("general").await;
+    bob.join("lobby").await;
+    // Channels: general, lobby, @ann, @bob. Memberships: four joins and three
+    // connections' personal channels. Users: ann and bob.
+    assert_eq!(holds().await, [4.0, 7.0, 2.0]);
+    // ann holds two of her 20 connections; this IP at least the three sockets (and
+    // whatever the scrapes still hold) of its 20,000.
+    let body = metrics_of(addr).await;
+    let per = |what: &str| sample(&body, what);
+    assert_eq!(per("chat_connections_max_held{per=\"user\"}"), 2.0);
+    assert_eq!(per("chat_connections_limit{per=\"user\"}"), 20.0);
+    assert!(
+        per("chat_connections_max_held{per=\"ip\"}") >= 3.0,
+        "{body}"
+    );
+    assert_eq!(per("chat_connections_limit{per=\"ip\"}"), 20_000.0);
+    bob.close().await;
+    let left = holds_within(Duration::from_secs(5), || async {
+        holds().await == [2.0, 4.0, 1.0]
+    })
+    .await;
+    assert!(left, "after bob left: {:?}", holds().await);
+}
+
+#[tokio::test]
+async fn every_binary_says_its_version_and_its_process_resources() {
+    let redis = RedisServer::start();
+    let servers = Topology::builder();
+    let realtime = servers.realtime(&redis.url()).await.addr;
+    let gateway = servers.gateway(&redis.url()).await.addr;
+    let chat = servers.chat(None).await.addr;
+    let version = format!(
+        "chat_build_info{{revision=\"{}\",version=\"{}\"}} 1",
+        chat_telemetry::REVISION,
+        env!("CARGO_PKG_VERSION")
+    );
+    for (name, addr) in [
+        ("chat-gateway", gateway),
+        ("chat-realtime", realtime),
+        ("chat", chat),
+    ] {
+        let body = metrics_of(addr).await;
+        assert!(body.contains(&version), "{name} has no {version}");
+        for metric in [
+            "process_resident_memory_bytes",
+            "process_open_fds",
+            "process_max_fds",
+            "process_threads",
+            "chat_memory_limit_bytes",
+        ] {
+            assert!(sample(&body, metric) > 0.0, "{name}: {metric} is not > 0");
+        }
+        assert!(body.contains("process_cpu_seconds_total"), "{name}");
+    }
+}
