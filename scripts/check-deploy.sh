@@ -448,12 +448,17 @@ def dashboard_rules(outfile, *dashboards):
         for panel in dash["panels"]:
             for target in panel.get("targets", []):
                 expr = re.sub(r"\$__(rate_interval|interval|range)", "5m", target["expr"])
-                metrics.update(re.findall(r"\b(chat_[a-z_]+)", expr))
+                metrics.update(re.findall(r"\b((?:chat|process|redis)_[a-z_]+)", expr))
                 rules.append({"record": f"dashboard:{dash['uid'].replace('-', '_')}:{len(rules)}", "expr": expr})
     want = {"chat_ws_connections", "chat_messages_published_total", "chat_deliveries_total", "chat_http_requests_total",
             "chat_delivery_latency_seconds_bucket", "chat_bus_publish_duration_seconds_bucket",
             "chat_history_read_duration_seconds_bucket", "chat_redis_reconnects_total", "chat_engine_ready",
-            "chat_errors_total", "chat_limit_hits_total"}
+            "chat_errors_total", "chat_limit_hits_total", "chat_hub_channels", "chat_hub_subscriptions",
+            "chat_hub_users", "chat_connections_max_held", "chat_connections_limit", "chat_build_info",
+            "chat_memory_limit_bytes"}
+    want |= {"process_cpu_seconds_total", "process_resident_memory_bytes", "process_open_fds", "process_threads",
+             "redis_memory_used_bytes", "redis_memory_max_bytes", "redis_commands_processed_total",
+             "redis_evicted_keys_total", "redis_pubsub_channels"}
     if not want <= metrics:
         fail(f"dashboards miss {want - metrics}")
     with open(outfile, "w") as f:

@@ -1,6 +1,7 @@
 //! Metrics as Prometheus sees them: `promtool check metrics` accepts every service's
-//! `/metrics`, and a real Prometheus scraping a gateway and two realtime replicas
-//! answers every expression of the Grafana dashboard with data.
+//! `/metrics`, and a real Prometheus scraping a gateway, two realtime replicas and a
+//! redis_exporter (Debian `prometheus-redis-exporter`) in front of their Redis answers
+//! every expression of the Grafana dashboard with data.
 
 mod common;
 
@@ -160,6 +161,33 @@ async fn promtool_accepts_the_metrics_of_every_service() {
     );
 }
 
+/// A redis_exporter child in front of `redis`, stopped on drop.
+struct RedisExporter {
+    child: std::process::Child,
+    addr: SocketAddr,
+}
+
+impl RedisExporter {
+    fn start(redis: &RedisServer) -> RedisExporter {
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let child = Command::new(tool("prometheus-redis-exporter"))
+            .arg(format!("-redis.addr={}", redis.url()))
+            .arg(format!("-web.listen-address={addr}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        RedisExporter { child, addr }
+    }
+}
+
+impl Drop for RedisExporter {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// A Prometheus child with its own config and storage, stopped on drop.
 struct Prometheus {
     child: std::process::Child,
@@ -168,7 +196,7 @@ struct Prometheus {
 }
 
 impl Prometheus {
-    fn start(gateway: SocketAddr, realtime: &[SocketAddr]) -> Prometheus {
+    fn start(gateway: SocketAddr, realtime: &[SocketAddr], redis: SocketAddr) -> Prometheus {
         let port = free_port();
         let dir =
             std::env::temp_dir().join(format!("chat-prometheus-{port}-{}", std::process::id()));
@@ -185,9 +213,11 @@ impl Prometheus {
             "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
              scrape_configs:\n\
              \x20 - job_name: gateway\n    static_configs:\n      - targets: [{}]\n\
-             \x20 - job_name: realtime\n    static_configs:\n      - targets: [{}]\n",
+             \x20 - job_name: realtime\n    static_configs:\n      - targets: [{}]\n\
+             \x20 - job_name: redis\n    static_configs:\n      - targets: [{}]\n",
             targets(&[gateway]),
-            targets(realtime)
+            targets(realtime),
+            targets(&[redis])
         );
         std::fs::write(dir.join("prometheus.yml"), config).unwrap();
         let child = Command::new(tool("prometheus"))
@@ -280,17 +310,23 @@ fn substitute(expr: &str) -> String {
         .replace("$__interval", "1m")
         .replace("$__range", "1m")
         .replace("$replica", ".*")
+        .replace("$cluster", ".*")
+        .replace("$namespace", ".*")
+        .replace("$release", ".*")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_prometheus_answers_every_dashboard_expression_with_data() {
-    let redis = RedisServer::start();
+    // Like the chart's Redis: a maxmemory, which refuses writes when reached.
+    let redis =
+        RedisServer::start_with(&["--maxmemory", "64mb", "--maxmemory-policy", "noeviction"]);
     let servers = Topology::builder();
     let rt1 = servers.realtime(&redis.url()).await.addr;
     let rt2 = servers.realtime(&redis.url()).await.addr;
     let gateway = servers.gateway(&redis.url()).await.addr;
-    let prometheus = Prometheus::start(gateway, &[rt1, rt2]);
-    prometheus.wait_for("sum(up)", 3.0).await;
+    let exporter = RedisExporter::start(&redis);
+    let prometheus = Prometheus::start(gateway, &[rt1, rt2], exporter.addr);
+    prometheus.wait_for("sum(up)", 4.0).await;
 
     let _clients = drive_traffic(&[rt1, rt2], gateway).await;
     // Two more scrapes of everything after the traffic, so every rate has two points.
@@ -319,6 +355,15 @@ async fn a_real_prometheus_answers_every_dashboard_expression_with_data() {
         "sum(chat_errors_total{code=\"bad_request\"})",
         "sum(chat_limit_hits_total{limit=\"text_size\"})",
         "count(chat_ws_connections{job=\"realtime\"} > 0)",
+        "count(chat_hub_channels{job=\"realtime\"} > 0)",
+        "count(chat_hub_subscriptions{job=\"realtime\"} > 0)",
+        "count(chat_hub_users{job=\"realtime\"} > 0)",
+        "min(chat_connections_max_held{per=\"user\"})",
+        "min(process_resident_memory_bytes)",
+        "count(chat_build_info == 1)",
+        "redis_pubsub_channels",
+        "rate(redis_commands_processed_total[1m])",
+        "redis_memory_max_bytes",
     ] {
         assert!(prometheus.value(expr).await > 0.0, "{expr} is 0");
     }
