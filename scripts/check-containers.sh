@@ -180,10 +180,14 @@ note "no stand-in for grafana/grafana or jaegertracing/all-in-one (no Debian pac
 # ---- 2. the project's images, from the real Dockerfiles ---------------------------
 
 TAG=dev
+# chat_build_info{revision} of the images (the compose stack checks it).
+REVISION=$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
+export CHAT_REVISION=$REVISION
 build_image() {
     local target=$1 image=$2
     # --format docker keeps HEALTHCHECK (the OCI format has no such field).
-    podman build -q --format docker -f docker/Dockerfile --target "$target" -t "$image" . >"$LOG/build-$target.log" 2>&1 ||
+    podman build -q --format docker -f docker/Dockerfile --target "$target" -t "$image" \
+        --build-arg "CHAT_REVISION=$REVISION" . >"$LOG/build-$target.log" 2>&1 ||
         { tail -n 30 "$LOG/build-$target.log"; return 1; }
 }
 image_facts() {
@@ -240,6 +244,8 @@ check "compose healthchecks pass: chat-gateway/chat-realtime healthcheck (no she
 check "GET / through the edge serves the web client" "${HELPER[@]}" compose_web
 check "/chat/send through the edge reaches WebSocket members on both replicas" "${HELPER[@]}" compose_fanout
 check "Prometheus targets API: every chat target and redis_exporter up" "${HELPER[@]}" prometheus_targets
+check "chat_build_info{revision=$REVISION}, process_* and redis_exporter's metrics in Prometheus" \
+    "${HELPER[@]}" build_info "$REVISION"
 check "chat services log without colour escapes (stdout is not a terminal)" \
     "${HELPER[@]}" no_ansi gateway realtime-1 realtime-2
 check "stopping realtime-1: its members recover on realtime-2 with since, 0 lost" "${HELPER[@]}" compose_failover

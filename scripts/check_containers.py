@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 
 import websockets
@@ -336,6 +337,21 @@ def prometheus_targets():
             return sorted(t["labels"]["instance"] for t in chat)
         return False
     print("up: " + ", ".join(until("every chat target up in Prometheus", all_up, 90)))
+
+
+def build_info(revision):
+    """Prometheus sees chat_build_info with the built revision, and the process and
+    Redis metrics, for every target."""
+    def query(expr):
+        status, body = http("GET", f"http://{PROMETHEUS}/api/v1/query?query=" + urllib.parse.quote(expr))
+        return json.loads(body)["data"]["result"] if status == 200 else []
+    until(f"chat_build_info{{revision={revision!r}}} on the 3 chat targets",
+          lambda: len(query(f'chat_build_info{{revision="{revision}"}} == 1')) == 3, 60)
+    for expr in ('process_resident_memory_bytes{job=~"gateway|realtime"} > 0', 'chat_memory_limit_bytes > 0'):
+        until(f"{expr} on the 3 chat targets", lambda: len(query(expr)) == 3, 30)
+    until("redis_memory_max_bytes > 0 (maxmemory) from redis_exporter",
+          lambda: len(query('redis_memory_max_bytes{job="redis"} > 0')) == 1, 30)
+    print(f"revision {revision}, process and Redis metrics in Prometheus")
 
 
 def no_ansi(*services):

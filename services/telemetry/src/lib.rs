@@ -318,7 +318,7 @@ impl Metrics {
         reg(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
         ));
-        reg(Box::new(memory_limit::MemoryLimit::new()));
+        reg(Box::<memory_limit::MemoryLimit>::default());
         for (vec, values) in [(&messages_published, PATHS), (&limit_hits, LIMITS)] {
             for v in values {
                 vec.with_label_values(&[v]);
