@@ -543,6 +543,29 @@ def same_files(src, dst):
     note(f"{len(a)} file" + ("s" if len(a) != 1 else ""))
 
 
+def runbooks(alerts_path, runbooks_path):
+    """Every alert links a section of docs/runbooks.md that exists, and every section is
+    an alert's."""
+    with open(alerts_path) as f:
+        rules = [r for g in yaml.safe_load(f)["groups"] for r in g["rules"] if "alert" in r]
+    with open(runbooks_path) as f:
+        sections = {l[3:].strip().lower() for l in f if l.startswith("## ")}
+    errors = []
+    for r in rules:
+        url = r.get("annotations", {}).get("runbook_url", "")
+        anchor = url.split("#", 1)[-1] if "#" in url else ""
+        if not url.split("#")[0].endswith("docs/runbooks.md") or anchor != r["alert"].lower():
+            errors.append(f"{r['alert']}: runbook_url {url!r}")
+        elif anchor not in sections:
+            errors.append(f"{r['alert']}: no section `## {r['alert']}` in {runbooks_path}")
+    extra = sections - {r["alert"].lower() for r in rules}
+    if extra:
+        errors.append(f"sections of no alert: {sorted(extra)}")
+    if errors:
+        fail("\n".join(errors))
+    note(f"{len(rules)} alerts")
+
+
 def dashboard_rules(outfile, *dashboards):
     """Every PromQL expression of the dashboards as a recording rule, for promtool check rules."""
     rules, metrics = [], set()
@@ -811,6 +834,8 @@ check "promtool check rules observability/prometheus/alerts.yml" \
     promtool check rules observability/prometheus/alerts.yml
 check "promtool test rules observability/prometheus/alerts_test.yml" \
     promtool test rules observability/prometheus/alerts_test.yml
+check "every alert's runbook_url is a section of docs/runbooks.md" \
+    helper runbooks observability/prometheus/alerts.yml docs/runbooks.md
 prometheus_config() {
     mkdir -p "$WORK/prometheus"
     cp observability/prometheus/alerts.yml "$WORK/prometheus/"
