@@ -12,8 +12,9 @@
 #   2. the project's images from docker/Dockerfile and docker/web.Dockerfile, unmodified.
 #   3. docker-compose.yml up (podman-compose), checked from the host through the
 #      edge's published port (scripts/check_containers.py), then down.
-#   4. the chart rendered (default values; production-like values with the bundled
-#      Redis) and played with `podman kube play`.
+#   4. the chart rendered (ci/minimal-values.yaml; production-like values with the
+#      bundled Redis) and played with `podman kube play`: the bundled Redis asks for
+#      its password, taken from a Secret made here, and so does redis_exporter.
 #
 # Runs on a fresh Debian 12 as root: it installs podman, runc, debootstrap and, in a
 # venv under .cache/, podman-compose, helm-python-sdk and websockets. Everything it
@@ -153,6 +154,7 @@ DISTROLESS_IMAGE=$(from_of docker/Dockerfile | grep distroless | sort -u)
 NGINX_IMAGE=docker.io/library/$(from_of docker/web.Dockerfile | grep '^nginx:')
 REDIS_IMAGE=docker.io/library/$(sed -n 's/^ *image: \(redis:.*\)$/\1/p' docker-compose.yml)
 PROMETHEUS_IMAGE=docker.io/$(sed -n 's/^ *image: \(prom\/prometheus:.*\)$/\1/p' docker-compose.yml)
+REDIS_EXPORTER_IMAGE=docker.io/$(sed -n 's/^ *image: \(oliver006\/redis_exporter:.*\)$/\1/p' docker-compose.yml)
 SYSROOT=$(rustc --print sysroot)
 
 rust_standin() {
@@ -171,15 +173,21 @@ check "stand-in $DISTROLESS_IMAGE" standin distroless.Containerfile "$DISTROLESS
 check "stand-in $REDIS_IMAGE (Debian's redis-server)" standin redis.Containerfile "$REDIS_IMAGE"
 check "stand-in $NGINX_IMAGE (Debian's nginx)" standin nginx.Containerfile "$NGINX_IMAGE"
 check "stand-in $PROMETHEUS_IMAGE (Debian's prometheus)" standin prometheus.Containerfile "$PROMETHEUS_IMAGE"
+check "stand-in $REDIS_EXPORTER_IMAGE (Debian's prometheus-redis-exporter)" \
+    standin redis-exporter.Containerfile "$REDIS_EXPORTER_IMAGE"
 note "no stand-in for grafana/grafana or jaegertracing/all-in-one (no Debian package): left out of the rehearsal"
 
 # ---- 2. the project's images, from the real Dockerfiles ---------------------------
 
 TAG=dev
+# chat_build_info{revision} of the images (the compose stack checks it).
+REVISION=$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
+export CHAT_REVISION=$REVISION
 build_image() {
     local target=$1 image=$2
     # --format docker keeps HEALTHCHECK (the OCI format has no such field).
-    podman build -q --format docker -f docker/Dockerfile --target "$target" -t "$image" . >"$LOG/build-$target.log" 2>&1 ||
+    podman build -q --format docker -f docker/Dockerfile --target "$target" -t "$image" \
+        --build-arg "CHAT_REVISION=$REVISION" . >"$LOG/build-$target.log" 2>&1 ||
         { tail -n 30 "$LOG/build-$target.log"; return 1; }
 }
 image_facts() {
@@ -220,7 +228,7 @@ check "podman build docker/web.Dockerfile -t chat-edge:$TAG" edge_image
 HELPER=(python3 scripts/check_containers.py)
 export CHECK_STATE=$CACHE/compose-state.json
 # The services that can run here: all but grafana and jaeger (no image can be made).
-SERVICES=(redis gateway realtime-1 realtime-2 edge prometheus)
+SERVICES=(redis redis-exporter gateway realtime-1 realtime-2 edge prometheus)
 compose() { podman-compose --project-name chat "$@"; }
 compose_down() { compose down -t 20 >"$LOG/compose-down.log" 2>&1; }
 compose_down
@@ -235,7 +243,9 @@ check "compose healthchecks pass: chat-gateway/chat-realtime healthcheck (no she
     "${HELPER[@]}" compose_healthy gateway realtime-1 realtime-2
 check "GET / through the edge serves the web client" "${HELPER[@]}" compose_web
 check "/chat/send through the edge reaches WebSocket members on both replicas" "${HELPER[@]}" compose_fanout
-check "Prometheus targets API: every chat target up" "${HELPER[@]}" prometheus_targets
+check "Prometheus targets API: every chat target and redis_exporter up" "${HELPER[@]}" prometheus_targets
+check "chat_build_info{revision=$REVISION}, process_* and redis_exporter's metrics in Prometheus" \
+    "${HELPER[@]}" build_info "$REVISION"
 check "chat services log without colour escapes (stdout is not a terminal)" \
     "${HELPER[@]}" no_ansi gateway realtime-1 realtime-2
 check "stopping realtime-1: its members recover on realtime-2 with since, 0 lost" "${HELPER[@]}" compose_failover
@@ -260,8 +270,8 @@ import helm_python as helm
 name, values_json, out = sys.argv[1], sys.argv[2], sys.argv[3]
 import json
 values = json.loads(values_json)
-if name == "production":
-    with open("charts/chat/ci/production-values.yaml") as f:
+if name in ("minimal", "production"):
+    with open(f"charts/chat/ci/{name}-values.yaml") as f:
         base = yaml.safe_load(f)
     def merge(a, b):
         for k, v in b.items():
@@ -311,11 +321,11 @@ kube_play() {
 }
 # Both renders use the images built above and the bundled Redis; the production-like
 # one keeps ci/production-values.yaml otherwise (its auth Secret is made here).
-check "helm render (default values)" render_chart default '{}'
-check "helm render (ci/production-values.yaml, bundled Redis)" render_chart production \
-    '{"redis": {"enabled": true}, "externalRedis": {"existingSecret": "", "caCert": ""}}'
-check "kube play (default values): pods ready, non-root, read-only root fs; gateway pod -> realtime pod" \
-    kube_play default ""
+check "helm render (ci/minimal-values.yaml)" render_chart minimal '{}'
+check "helm render (ci/production-values.yaml, bundled Redis with its password from chat-auth)" render_chart production \
+    '{"redis": {"enabled": true, "auth": {"existingSecret": "chat-auth"}}, "externalRedis": {"existingSecret": "", "caCert": ""}}'
+check "kube play (ci/minimal-values.yaml): pods ready, non-root, read-only root fs; gateway pod -> realtime pod" \
+    kube_play minimal chat-auth
 check "kube play (production-like values): pods ready, non-root, read-only root fs; gateway pod -> realtime pod" \
     kube_play production chat-auth
 note "kube play is no cluster: Services (simulated by host aliases), HPA, PDB, Ingress, NetworkPolicy, ServiceMonitor and PrometheusRule are rendered but not exercised"

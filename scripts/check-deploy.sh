@@ -2,8 +2,10 @@
 # Checks every deployment artifact of the project with the real tools:
 #
 #   charts/chat         Helm's own engine (helm-python-sdk): lint, schema, render
-#                       with the default and ci/production-values.yaml; policy
-#                       checks on the rendered objects
+#                       with ci/minimal-values.yaml (the least an install sets),
+#                       ci/production-values.yaml and ci/extras-values.yaml;
+#                       policy checks on the rendered objects; renders are
+#                       deterministic (no secret made up per render)
 #   charts/chat, k8s/   Kubernetes schemas (kubernetes-validate --strict) for
 #                       1.30 and 1.33; CRDs (ServiceMonitor, PrometheusRule)
 #                       have no schema there and are skipped by kind, said so
@@ -38,8 +40,9 @@ PIP_PACKAGES=(
     yamllint==1.38.0
 )
 KUBE_VERSIONS=(1.30.0 1.33.0)
-# Kinds that kubernetes-validate has no schema for (Prometheus Operator CRDs).
-SKIP_KINDS=(ServiceMonitor PrometheusRule)
+# Kinds that kubernetes-validate has no schema for (Prometheus Operator and Gateway
+# API CRDs).
+SKIP_KINDS=(ServiceMonitor PrometheusRule HTTPRoute)
 
 passed=0
 failed=0
@@ -129,6 +132,7 @@ export PATH
 HELPER="$WORK/helper.py"
 cat >"$HELPER" <<'PYEOF'
 """Helpers of check-deploy.sh: `helper.py COMMAND ARGS...`."""
+import base64
 import json
 import os
 import re
@@ -210,6 +214,20 @@ def render(values_name, outdir):
     note(f"{count} objects")
 
 
+def deterministic(values_name):
+    """Two renders of the same values are the same: nothing (no secret) is made up per
+    render, so `helm template` and GitOps syncs write the same objects every time."""
+    import helm_python as helm
+    values = load_values(values_name)
+    with helm.Chart.load(CHART) as chart:
+        a = chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
+        b = chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
+    differ = sorted(t for t in a if a[t] != b.get(t))
+    if differ:
+        fail("renders differ in " + ", ".join(differ))
+    note(f"{len(a)} templates")
+
+
 def values_documented():
     """Every value of values.yaml has a `# --` comment right above it (the helm-docs convention).
     Such a comment on a map documents its whole subtree (e.g. `resources:`); a map without one
@@ -249,14 +267,23 @@ def values_documented():
 def render_refusals():
     """Settings that cannot work stop the render or the schema with a clear message."""
     import helm_python as helm
+    secrets = load_values("minimal")
     with helm.Chart.load(CHART) as chart:
-        try:
-            chart.render({"redis": {"enabled": False}}, name=RELEASE, namespace=NAMESPACE)
-            fail("redis.enabled=false without externalRedis rendered")
-        except helm.HelmError as e:
-            if "externalRedis" not in str(e):
-                fail(f"unexpected message: {e}")
-        for bad in ({"config": {"logFormat": "xml"}}, {"gateway": {"port": 0}}, {"typo": 1}):
+        for values, names in (
+            ({"redis": {"enabled": False}, "auth": secrets["auth"]}, "externalRedis"),
+            # No secret made up: the token secret and the Redis password must be given.
+            ({}, "auth.existingSecret"),
+            ({"auth": {"jwtSecret": "x" * 32}}, "redis.auth.password"),
+        ):
+            try:
+                chart.render(values, name=RELEASE, namespace=NAMESPACE)
+                fail(f"{values} rendered")
+            except helm.HelmError as e:
+                if names not in str(e):
+                    fail(f"{values}: unexpected message: {e}")
+        for bad in ({"config": {"logFormat": "xml"}}, {"gateway": {"port": 0}}, {"typo": 1},
+                    {"httpRoute": {"enabled": True}}, {"redis": {"maxmemoryPolicy": "lru"}},
+                    {"redis": {"maxmemory": "lots"}}, {"realtime": {"probes": {"startup": {"path": "/"}}}}):
             try:
                 chart.validate_schema(bad)
                 fail(f"schema accepted {bad}")
@@ -341,6 +368,17 @@ def policy(kind, *paths):
         for ref in c.get("envFrom", []):
             env.update(configmaps.get(ref.get("configMapRef", {}).get("name"), {}))
         ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+        if kind.startswith("chart"):
+            startup = c.get("startupProbe", {}).get("httpGet", {})
+            if startup.get("path") != "/healthz" or startup.get("port") != "metrics":
+                errors.append(f"{name}: startupProbe is not /healthz on port metrics")
+            if o["spec"].get("revisionHistoryLimit") is None:
+                errors.append(f"{name}: no revisionHistoryLimit")
+            if any(s.get("kind") == "StatefulSet" for s in objs) and "CHAT_REDIS_PASSWORD" not in env:
+                errors.append(f"{name}: bundled Redis, but no CHAT_REDIS_PASSWORD")
+            if component == "realtime" and not any(
+                    t.get("topologyKey") == "kubernetes.io/hostname" for t in spec.get("topologySpreadConstraints", [])):
+                errors.append(f"{name}: realtime pods not spread across nodes")
         if "metrics" not in ports:
             errors.append(f"{name}: no container port named metrics")
         elif env.get("CHAT_INTERNAL_ADDR") != f"0.0.0.0:{ports['metrics']}":
@@ -377,12 +415,53 @@ def policy(kind, *paths):
                 errors.append(f"ingress routes {routes}")
     kinds = {o["kind"] for o in objs}
     deployments = {o["metadata"]["name"]: o for o in by("Deployment")}
-    if kind == "chart-default":
-        want_absent = {"Ingress", "HorizontalPodAutoscaler", "NetworkPolicy", "ServiceMonitor", "PrometheusRule"}
+    for sts in by("StatefulSet") if kind.startswith("chart") else []:
+        # The bundled Redis: password from a Secret, a maxmemory under the container's
+        # limit with noeviction (full: writes refused, visibly), its NetworkPolicy.
+        # (Redis's `mb` is a MiB.)
+        c = sts["spec"]["template"]["spec"]["containers"][0]
+        line = " ".join(c.get("command", []) + c.get("args", []))
+        env = {e["name"]: e for e in c.get("env", [])}
+        if "requirepass" not in line or "secretKeyRef" not in env.get("REDIS_PASSWORD", {}).get("valueFrom", {}):
+            errors.append("bundled Redis: no requirepass from a Secret")
+        m = re.search(r"'--maxmemory' '(\d+)mb'", line)
+        limit = c["resources"]["limits"]["memory"]
+        limit_mb = int(limit[:-2]) * (1024 if limit.endswith("Gi") else 1) if limit.endswith(("Mi", "Gi")) else 0
+        if not m or not 0 < int(m.group(1)) < limit_mb:
+            errors.append(f"bundled Redis: maxmemory {m and m.group(1)}mb not below the limit {limit}")
+        if "'--maxmemory-policy' 'noeviction'" not in line:
+            errors.append("bundled Redis: maxmemory-policy is not noeviction")
+        if not any(n["metadata"]["name"] == sts["metadata"]["name"] for n in by("NetworkPolicy")):
+            errors.append("bundled Redis without its NetworkPolicy")
+    for hpa in by("HorizontalPodAutoscaler"):
+        if hpa["metadata"]["name"].endswith("-realtime") and not hpa["spec"].get("behavior", {}).get("scaleDown"):
+            errors.append("realtime HPA without a scaleDown behavior")
+    for route in by("HTTPRoute"):
+        got = {}
+        for rule in route["spec"]["rules"]:
+            for match in rule["matches"]:
+                got[match["path"]["value"]] = (rule["backendRefs"][0]["name"], rule.get("timeouts", {}))
+        web = any(o["metadata"]["name"].endswith("-web") for o in by("Deployment"))
+        want_root = "web" if web else "gateway"
+        if (not got.get("/ws", ("",))[0].endswith("-realtime") or got["/ws"][1].get("request") != "0s"
+                or not got.get("/", ("",))[0].endswith(want_root)
+                or any(not got.get(p, ("",))[0].endswith("-gateway") for p in ("/v1", "/chat", "/openapi.json"))):
+            errors.append(f"HTTPRoute routes {got}")
+    for sm in by("ServiceMonitor"):
+        relabel = sm["spec"]["endpoints"][0].get("relabelings", [])
+        if not any(r.get("targetLabel") == "instance" and r.get("sourceLabels") == ["__meta_kubernetes_pod_name"]
+                   for r in relabel):
+            errors.append(f"{sm['metadata']['name']}: instance is not the pod name")
+    if kind == "chart-minimal":
+        want_absent = {"Ingress", "HorizontalPodAutoscaler", "ServiceMonitor", "PrometheusRule", "HTTPRoute"}
         if kinds & want_absent:
             errors.append(f"optional kinds rendered by default: {kinds & want_absent}")
+        if [n["metadata"]["name"] for n in by("NetworkPolicy")] != ["chat-redis"]:
+            errors.append(f"by default only Redis's NetworkPolicy: {[n['metadata']['name'] for n in by('NetworkPolicy')]}")
         if "StatefulSet" not in kinds:
             errors.append("in-chart Redis missing")
+        if by("Secret"):
+            errors.append("a Secret rendered although every secret comes from existing Secrets")
     if kind == "chart-production":
         for k in ("Ingress", "HorizontalPodAutoscaler", "PodDisruptionBudget", "NetworkPolicy",
                   "ServiceMonitor", "PrometheusRule"):
@@ -390,18 +469,46 @@ def policy(kind, *paths):
                 errors.append(f"{k} missing")
         if len(by("HorizontalPodAutoscaler")) != 2:
             errors.append("want an HPA for gateway and realtime")
+        hpa = next(h for h in by("HorizontalPodAutoscaler") if h["metadata"]["name"].endswith("-realtime"))
+        if not any(m["type"] == "Pods" and m["pods"]["metric"]["name"] == "chat_ws_connections" for m in hpa["spec"]["metrics"]):
+            errors.append("realtime HPA does not scale on connections per pod")
+        if len(by("ServiceMonitor")) != 2:
+            errors.append("want ServiceMonitors for the chat pods and redis_exporter")
         if "StatefulSet" in kinds:
             errors.append("in-chart Redis rendered with redis.enabled=false")
         if not all(ing["spec"].get("tls") for ing in by("Ingress")):
             errors.append("Ingress without TLS")
         if not any(o["metadata"].get("labels", {}).get("grafana_dashboard") == "1" for o in by("ConfigMap")):
             errors.append("no dashboards ConfigMap labelled grafana_dashboard=1")
-        if any("replicas" in d["spec"] for n, d in deployments.items() if not n.endswith("-web")):
+        if any("replicas" in d["spec"] for n, d in deployments.items() if not n.endswith(("-web", "-redis-exporter"))):
             errors.append("replicas set although the HPA owns them")
         with open("observability/prometheus/alerts.yml") as f:
             alerts = yaml.safe_load(f)
         if [r["spec"] for r in by("PrometheusRule")] != [alerts]:
             errors.append("PrometheusRule spec differs from observability/prometheus/alerts.yml")
+    if kind == "chart-extras":
+        if "Ingress" in kinds or "HTTPRoute" not in kinds:
+            errors.append("want the HTTPRoute instead of the Ingress")
+        rt = deployments["chat-realtime"]["spec"]["template"]["spec"]
+        if [c["name"] for c in rt["containers"]] != ["realtime", "log-shipper"] or not rt.get("initContainers"):
+            errors.append("extraContainers / initContainers not rendered")
+        if rt.get("priorityClassName") != "chat-critical":
+            errors.append("priorityClassName not rendered")
+        if not any(m["name"] == "scratch" for m in rt["containers"][0].get("volumeMounts", [])):
+            errors.append("extraVolumeMounts not rendered")
+        gw = deployments["chat-gateway"]["spec"]["template"]["spec"]["containers"][0]
+        if {"secretRef": {"name": "chat-extra-env"}} not in gw["envFrom"] or gw["livenessProbe"]["periodSeconds"] != 20:
+            errors.append("extraEnvFrom or probe timings not rendered")
+        if any(sm["metadata"].get("namespace") != "monitoring" or sm["spec"]["endpoints"][0].get("honorLabels") is not True
+               for sm in by("ServiceMonitor")):
+            errors.append("ServiceMonitor namespace / honorLabels not rendered")
+    if kind == "k8s-base" and by("Secret"):
+        errors.append("k8s/base applies a Secret: its values would be publicly known")
+    for secret in by("Secret"):
+        values = list((secret.get("stringData") or {}).values())
+        values += [base64.b64decode(v).decode(errors="replace") for v in (secret.get("data") or {}).values()]
+        if kind != "k8s-kind" and any("change-me" in v for v in values):
+            errors.append(f"Secret {secret['metadata']['name']} holds a placeholder value")
     if kind == "k8s-kind":
         for d in deployments.values():
             c = d["spec"]["template"]["spec"]["containers"][0]
@@ -436,6 +543,29 @@ def same_files(src, dst):
     note(f"{len(a)} file" + ("s" if len(a) != 1 else ""))
 
 
+def runbooks(alerts_path, runbooks_path):
+    """Every alert links a section of docs/runbooks.md that exists, and every section is
+    an alert's."""
+    with open(alerts_path) as f:
+        rules = [r for g in yaml.safe_load(f)["groups"] for r in g["rules"] if "alert" in r]
+    with open(runbooks_path) as f:
+        sections = {l[3:].strip().lower() for l in f if l.startswith("## ")}
+    errors = []
+    for r in rules:
+        url = r.get("annotations", {}).get("runbook_url", "")
+        anchor = url.split("#", 1)[-1] if "#" in url else ""
+        if not url.split("#")[0].endswith("docs/runbooks.md") or anchor != r["alert"].lower():
+            errors.append(f"{r['alert']}: runbook_url {url!r}")
+        elif anchor not in sections:
+            errors.append(f"{r['alert']}: no section `## {r['alert']}` in {runbooks_path}")
+    extra = sections - {r["alert"].lower() for r in rules}
+    if extra:
+        errors.append(f"sections of no alert: {sorted(extra)}")
+    if errors:
+        fail("\n".join(errors))
+    note(f"{len(rules)} alerts")
+
+
 def dashboard_rules(outfile, *dashboards):
     """Every PromQL expression of the dashboards as a recording rule, for promtool check rules."""
     rules, metrics = [], set()
@@ -448,12 +578,17 @@ def dashboard_rules(outfile, *dashboards):
         for panel in dash["panels"]:
             for target in panel.get("targets", []):
                 expr = re.sub(r"\$__(rate_interval|interval|range)", "5m", target["expr"])
-                metrics.update(re.findall(r"\b(chat_[a-z_]+)", expr))
+                metrics.update(re.findall(r"\b((?:chat|process|redis)_[a-z_]+)", expr))
                 rules.append({"record": f"dashboard:{dash['uid'].replace('-', '_')}:{len(rules)}", "expr": expr})
     want = {"chat_ws_connections", "chat_messages_published_total", "chat_deliveries_total", "chat_http_requests_total",
             "chat_delivery_latency_seconds_bucket", "chat_bus_publish_duration_seconds_bucket",
             "chat_history_read_duration_seconds_bucket", "chat_redis_reconnects_total", "chat_engine_ready",
-            "chat_errors_total", "chat_limit_hits_total"}
+            "chat_errors_total", "chat_limit_hits_total", "chat_hub_channels", "chat_hub_subscriptions",
+            "chat_hub_users", "chat_connections_max_held", "chat_connections_limit", "chat_build_info",
+            "chat_memory_limit_bytes"}
+    want |= {"process_cpu_seconds_total", "process_resident_memory_bytes", "process_open_fds", "process_threads",
+             "redis_memory_used_bytes", "redis_memory_max_bytes", "redis_commands_processed_total",
+             "redis_evicted_keys_total", "redis_pubsub_channels"}
     if not want <= metrics:
         fail(f"dashboards miss {want - metrics}")
     with open(outfile, "w") as f:
@@ -627,14 +762,17 @@ helper() { NOTE="$NOTE" SKIP_KINDS="${SKIP_KINDS[*]}" "$PYTHON" "$HELPER" "$@"; 
 
 # ---- Helm chart ----------------------------------------------------------------
 
-check "helm lint (default values)" helper lint default
-check "helm lint (ci/production-values.yaml)" helper lint production
-check "helm render + values.schema.json (default values)" helper render default "$WORK/chart-default"
-check "helm render + values.schema.json (ci/production-values.yaml)" helper render production "$WORK/chart-production"
+CHART_VALUES=(minimal production extras)
+for values in "${CHART_VALUES[@]}"; do
+    check "helm lint (ci/$values-values.yaml)" helper lint "$values"
+    check "helm render + values.schema.json (ci/$values-values.yaml)" helper render "$values" "$WORK/chart-$values"
+    check "helm render twice gives the same objects (ci/$values-values.yaml)" helper deterministic "$values"
+done
 check "chart refuses settings that cannot work" helper render_refusals
 check "charts/chat/values.yaml documents every value" helper values_documented
-check "chart policy (default values)" helper policy chart-default "$WORK"/chart-default/*.yaml
-check "chart policy (ci/production-values.yaml)" helper policy chart-production "$WORK"/chart-production/*.yaml
+for values in "${CHART_VALUES[@]}"; do
+    check "chart policy (ci/$values-values.yaml)" helper policy "chart-$values" "$WORK/chart-$values"/*.yaml
+done
 
 # ---- Kubernetes schemas: the chart's renders and k8s/ --------------------------
 
@@ -647,7 +785,7 @@ elif kubectl kustomize --help >/dev/null 2>&1; then
 fi
 kustomize_build() { "${KUSTOMIZE[@]}" "$1" >"$2"; }
 
-K8S_SOURCES=(chart-default chart-production)
+K8S_SOURCES=(chart-minimal chart-production chart-extras)
 if ((${#KUSTOMIZE[@]})); then
     for overlay in base overlays/kind; do
         check "kustomize build k8s/$overlay" kustomize_build "k8s/$overlay" "$WORK/k8s-${overlay##*/}.yaml"
@@ -696,6 +834,8 @@ check "promtool check rules observability/prometheus/alerts.yml" \
     promtool check rules observability/prometheus/alerts.yml
 check "promtool test rules observability/prometheus/alerts_test.yml" \
     promtool test rules observability/prometheus/alerts_test.yml
+check "every alert's runbook_url is a section of docs/runbooks.md" \
+    helper runbooks observability/prometheus/alerts.yml docs/runbooks.md
 prometheus_config() {
     mkdir -p "$WORK/prometheus"
     cp observability/prometheus/alerts.yml "$WORK/prometheus/"

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 
 import websockets
@@ -331,11 +332,26 @@ def prometheus_targets():
         if status != 200:
             return False
         targets = json.loads(body)["data"]["activeTargets"]
-        chat = [t for t in targets if t["labels"]["job"] in ("gateway", "realtime")]
-        if len(chat) == 3 and all(t["health"] == "up" for t in chat):
+        chat = [t for t in targets if t["labels"]["job"] in ("gateway", "realtime", "redis")]
+        if len(chat) == 4 and all(t["health"] == "up" for t in chat):
             return sorted(t["labels"]["instance"] for t in chat)
         return False
     print("up: " + ", ".join(until("every chat target up in Prometheus", all_up, 90)))
+
+
+def build_info(revision):
+    """Prometheus sees chat_build_info with the built revision, and the process and
+    Redis metrics, for every target."""
+    def query(expr):
+        status, body = http("GET", f"http://{PROMETHEUS}/api/v1/query?query=" + urllib.parse.quote(expr))
+        return json.loads(body)["data"]["result"] if status == 200 else []
+    until(f"chat_build_info{{revision={revision!r}}} on the 3 chat targets",
+          lambda: len(query(f'chat_build_info{{revision="{revision}"}} == 1')) == 3, 60)
+    for expr in ('process_resident_memory_bytes{job=~"gateway|realtime"} > 0', 'chat_memory_limit_bytes > 0'):
+        until(f"{expr} on the 3 chat targets", lambda: len(query(expr)) == 3, 30)
+    until("redis_memory_max_bytes > 0 (maxmemory) from redis_exporter",
+          lambda: len(query('redis_memory_max_bytes{job="redis"} > 0')) == 1, 30)
+    print(f"revision {revision}, process and Redis metrics in Prometheus")
 
 
 def no_ansi(*services):
@@ -415,6 +431,20 @@ def kube_check(*manifests):
         if status != 200 or "<html" not in body.lower():
             fail(f"the web pod does not serve the web client at /: {status}")
         print("the web pod serves the web client at /")
+    for name, ip in pods.items():
+        if name.endswith("-redis"):
+            # The bundled Redis refuses a client without the password.
+            pod, _ = pod_of(name)
+            said = subprocess.run(["podman", "exec", f"{pod}-redis", "env", "-u", "REDISCLI_AUTH", "redis-cli", "ping"],
+                                  capture_output=True, text=True)
+            if "NOAUTH" not in said.stdout + said.stderr:
+                fail(f"the bundled Redis answered a client without the password: {said.stdout.strip()}")
+            print("the bundled Redis refuses a client without the password (NOAUTH)")
+        if name.endswith("-redis-exporter"):
+            status, body = http("GET", f"http://{ip}:9121/metrics")
+            if status != 200 or "\nredis_up 1" not in body:
+                fail(f"redis_exporter does not reach Redis with the password: {status}")
+            print("redis_exporter reaches the bundled Redis with its password (redis_up 1)")
     gateway = next(ip for n, ip in pods.items() if n.endswith("-gateway"))
     realtime = next(ip for n, ip in pods.items() if n.endswith("-realtime"))
 
@@ -471,7 +501,8 @@ def kube_prepare(rendered_dir, outdir, images_json, secret_name=""):
         chat.append({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": secret_name},
                      "type": "Opaque", "data": {
                          "jwt-secret": base64.b64encode(b"rehearsal-secret-0123456789abcdef").decode(),
-                         "api-keys": base64.b64encode(b"rehearsal-api-key").decode()}})
+                         "api-keys": base64.b64encode(b"rehearsal-api-key").decode(),
+                         "redis-password": base64.b64encode(b"rehearsal-redis-password").decode()}})
     for d in redis + chat:
         if d["kind"] != "Deployment":
             continue

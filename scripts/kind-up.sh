@@ -54,8 +54,19 @@ if [[ -z $(kubectl get ingressclass -o name 2>/dev/null) ]]; then
         --selector=app.kubernetes.io/component=controller --timeout=180s
 fi
 
+# The chart makes up no secret: the token secret and the Redis password live in a
+# Secret created once, kept across re-runs (and so are the tokens it signed).
+kubectl create namespace "$namespace" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+if ! kubectl -n "$namespace" get secret "$release-secrets" >/dev/null 2>&1; then
+    kubectl -n "$namespace" create secret generic "$release-secrets" \
+        --from-literal=jwt-secret="$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')" \
+        --from-literal=redis-password="$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+fi
+
 helm upgrade --install "$release" charts/chat \
     --namespace "$namespace" --create-namespace \
+    --set auth.existingSecret="$release-secrets" \
+    --set redis.auth.existingSecret="$release-secrets" \
     --set gateway.image.repository=chat-gateway \
     --set gateway.image.tag="$tag" \
     --set gateway.replicaCount=1 \

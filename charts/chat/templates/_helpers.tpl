@@ -89,28 +89,12 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 
 {{/*
-Whether the chart's Secret carries a jwt-secret: one was given, or none of the
-other ways to verify tokens was, in which case the chart generates one.
+Whether the chart's Secret carries a jwt-secret: one was given as a value. The
+chart never makes one up (a random value per render would change on every
+`helm template` or GitOps sync, and replicas would disagree).
 */}}
 {{- define "chat.managesJwtSecret" -}}
-{{- if and (not .Values.auth.existingSecret) (or .Values.auth.jwtSecret (not .Values.auth.jwtPublicKey)) }}true{{ end }}
-{{- end }}
-
-{{/*
-The HS256 secret written into the chart's Secret: the given one; else the one
-already in the cluster (so upgrades keep the tokens valid); else a new random one.
-*/}}
-{{- define "chat.jwtSecret" -}}
-{{- if .Values.auth.jwtSecret }}
-{{- .Values.auth.jwtSecret }}
-{{- else }}
-{{- $existing := lookup "v1" "Secret" .Release.Namespace (include "chat.secretName" .) }}
-{{- if and $existing $existing.data (hasKey $existing.data "jwt-secret") }}
-{{- index $existing.data "jwt-secret" | b64dec }}
-{{- else }}
-{{- randAlphaNum 48 }}
-{{- end }}
-{{- end }}
+{{- if and (not .Values.auth.existingSecret) .Values.auth.jwtSecret }}true{{ end }}
 {{- end }}
 
 {{/* Name of the in-chart Redis (its StatefulSet and Service). */}}
@@ -131,9 +115,14 @@ already in the cluster (so upgrades keep the tokens valid); else a new random on
 {{- if .Values.externalRedis.existingSecret }}{{ .Values.externalRedis.existingSecretKey }}{{ else }}redis-url{{ end }}
 {{- end }}
 
+{{/* Whether the chart's Secret carries the bundled Redis's password. */}}
+{{- define "chat.managesRedisPassword" -}}
+{{- if and (include "chat.redisAuth" .) (not .Values.redis.auth.existingSecret) }}true{{ end }}
+{{- end }}
+
 {{/* Whether the chart renders its own Secret at all. */}}
 {{- define "chat.createSecret" -}}
-{{- if or (include "chat.managesJwtSecret" .) (and (not .Values.auth.existingSecret) .Values.auth.apiKeys) (and (not .Values.redis.enabled) (not .Values.externalRedis.existingSecret)) }}true{{ end }}
+{{- if or (include "chat.managesJwtSecret" .) (and (not .Values.auth.existingSecret) .Values.auth.apiKeys) (and (not .Values.redis.enabled) (not .Values.externalRedis.existingSecret)) (include "chat.managesRedisPassword" .) }}true{{ end }}
 {{- end }}
 
 {{/* Stops the render on settings that cannot work, with a message that says why. */}}
@@ -143,6 +132,12 @@ already in the cluster (so upgrades keep the tokens valid); else a new random on
 {{- end }}
 {{- if and .Values.redis.enabled (or .Values.externalRedis.url .Values.externalRedis.existingSecret) }}
 {{- fail "both redis.enabled and externalRedis are set: choose one" }}
+{{- end }}
+{{- if not (or .Values.auth.existingSecret .Values.auth.jwtSecret .Values.auth.jwtPublicKey) }}
+{{- fail "auth: set auth.existingSecret (a Secret with key jwt-secret), auth.jwtSecret or auth.jwtPublicKey; the chart does not generate a token secret (it would change on every render)" }}
+{{- end }}
+{{- if and (include "chat.redisAuth" .) (not .Values.redis.auth.existingSecret) (not .Values.redis.auth.password) }}
+{{- fail "redis.auth.enabled: set redis.auth.existingSecret (a Secret with the password), redis.auth.password, or redis.auth.enabled=false" }}
 {{- end }}
 {{- end }}
 
@@ -162,6 +157,13 @@ Environment shared by both servers, besides the ConfigMap: the secrets.
       name: {{ include "chat.authSecretName" . }}
       key: api-keys
       optional: true
+{{- if include "chat.redisAuth" . }}
+- name: CHAT_REDIS_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "chat.redisPasswordSecretName" . }}
+      key: {{ include "chat.redisPasswordSecretKey" . }}
+{{- end }}
 {{- if include "chat.redisUrlFromSecret" . }}
 - name: CHAT_REDIS_URL
   valueFrom:
@@ -198,4 +200,84 @@ Files both servers read: the JWT public key and the Redis CA, each from its Conf
   configMap:
     name: {{ include "chat.fullname" . }}-redis-ca
 {{- end }}
+{{- end }}
+
+{{/*
+The probes of a server container: the paths and port are fixed (the policy of
+scripts/check-deploy.sh), the timings come from `<component>.probes`. Call with
+(dict "values" .Values.gateway).
+*/}}
+{{- define "chat.probes" -}}
+{{- $p := .values.probes -}}
+startupProbe:
+  httpGet:
+    path: /healthz
+    port: metrics
+  {{- toYaml $p.startup | nindent 2 }}
+livenessProbe:
+  httpGet:
+    path: /healthz
+    port: metrics
+  {{- toYaml $p.liveness | nindent 2 }}
+readinessProbe:
+  httpGet:
+    path: /readyz
+    port: metrics
+  {{- toYaml $p.readiness | nindent 2 }}
+{{- end }}
+
+{{/*
+What a server container mounts: the chart's files, then `extraVolumeMounts`.
+Call with (dict "root" $ "values" .Values.gateway).
+*/}}
+{{- define "chat.serverVolumeMounts" -}}
+{{- with include "chat.volumeMounts" .root }}
+{{ . }}
+{{- end }}
+{{- with .values.extraVolumeMounts }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* The volumes of a server pod: the chart's, then `extraVolumes`. */}}
+{{- define "chat.serverVolumes" -}}
+{{- with include "chat.volumes" .root }}
+{{ . }}
+{{- end }}
+{{- with .values.extraVolumes }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/*
+The topology spread of a server pod: `topologySpreadConstraints`, plus one across
+nodes (kubernetes.io/hostname, ScheduleAnyway) when `spreadAcrossNodes` is on.
+*/}}
+{{- define "chat.topologySpread" -}}
+{{- with .values.topologySpreadConstraints }}
+{{ toYaml . }}
+{{- end }}
+{{- if .values.spreadAcrossNodes }}
+- maxSkew: 1
+  topologyKey: kubernetes.io/hostname
+  whenUnsatisfiable: ScheduleAnyway
+  labelSelector:
+    matchLabels:
+      {{- include "chat.componentSelectorLabels" (dict "root" .root "component" .component) | nindent 6 }}
+  matchLabelKeys:
+    - pod-template-hash
+{{- end }}
+{{- end }}
+
+{{/* The Secret and key of the bundled Redis's password. */}}
+{{- define "chat.redisPasswordSecretName" -}}
+{{- default (include "chat.secretName" .) .Values.redis.auth.existingSecret }}
+{{- end }}
+{{- define "chat.redisPasswordSecretKey" -}}
+{{- if .Values.redis.auth.existingSecret }}{{ .Values.redis.auth.existingSecretKey }}{{ else }}redis-password{{ end }}
+{{- end }}
+
+{{/* Whether the bundled Redis asks for a password. */}}
+{{- define "chat.redisAuth" -}}
+{{- if and .Values.redis.enabled .Values.redis.auth.enabled }}true{{ end }}
 {{- end }}

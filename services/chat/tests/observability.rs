@@ -1,6 +1,7 @@
 //! Metrics as Prometheus sees them: `promtool check metrics` accepts every service's
-//! `/metrics`, and a real Prometheus scraping a gateway and two realtime replicas
-//! answers every expression of the Grafana dashboard with data.
+//! `/metrics`, and a real Prometheus scraping a gateway, two realtime replicas and a
+//! redis_exporter (Debian `prometheus-redis-exporter`) in front of their Redis answers
+//! every expression of the Grafana dashboard with data.
 
 mod common;
 
@@ -160,6 +161,33 @@ async fn promtool_accepts_the_metrics_of_every_service() {
     );
 }
 
+/// A redis_exporter child in front of `redis`, stopped on drop.
+struct RedisExporter {
+    child: std::process::Child,
+    addr: SocketAddr,
+}
+
+impl RedisExporter {
+    fn start(redis: &RedisServer) -> RedisExporter {
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let child = Command::new(tool("prometheus-redis-exporter"))
+            .arg(format!("-redis.addr={}", redis.url()))
+            .arg(format!("-web.listen-address={addr}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        RedisExporter { child, addr }
+    }
+}
+
+impl Drop for RedisExporter {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// A Prometheus child with its own config and storage, stopped on drop.
 struct Prometheus {
     child: std::process::Child,
@@ -168,7 +196,7 @@ struct Prometheus {
 }
 
 impl Prometheus {
-    fn start(gateway: SocketAddr, realtime: &[SocketAddr]) -> Prometheus {
+    fn start(gateway: SocketAddr, realtime: &[SocketAddr], redis: SocketAddr) -> Prometheus {
         let port = free_port();
         let dir =
             std::env::temp_dir().join(format!("chat-prometheus-{port}-{}", std::process::id()));
@@ -185,9 +213,11 @@ impl Prometheus {
             "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
              scrape_configs:\n\
              \x20 - job_name: gateway\n    static_configs:\n      - targets: [{}]\n\
-             \x20 - job_name: realtime\n    static_configs:\n      - targets: [{}]\n",
+             \x20 - job_name: realtime\n    static_configs:\n      - targets: [{}]\n\
+             \x20 - job_name: redis\n    static_configs:\n      - targets: [{}]\n",
             targets(&[gateway]),
-            targets(realtime)
+            targets(realtime),
+            targets(&[redis])
         );
         std::fs::write(dir.join("prometheus.yml"), config).unwrap();
         let child = Command::new(tool("prometheus"))
@@ -280,17 +310,23 @@ fn substitute(expr: &str) -> String {
         .replace("$__interval", "1m")
         .replace("$__range", "1m")
         .replace("$replica", ".*")
+        .replace("$cluster", ".*")
+        .replace("$namespace", ".*")
+        .replace("$release", ".*")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_prometheus_answers_every_dashboard_expression_with_data() {
-    let redis = RedisServer::start();
+    // Like the chart's Redis: a maxmemory, which refuses writes when reached.
+    let redis =
+        RedisServer::start_with(&["--maxmemory", "64mb", "--maxmemory-policy", "noeviction"]);
     let servers = Topology::builder();
     let rt1 = servers.realtime(&redis.url()).await.addr;
     let rt2 = servers.realtime(&redis.url()).await.addr;
     let gateway = servers.gateway(&redis.url()).await.addr;
-    let prometheus = Prometheus::start(gateway, &[rt1, rt2]);
-    prometheus.wait_for("sum(up)", 3.0).await;
+    let exporter = RedisExporter::start(&redis);
+    let prometheus = Prometheus::start(gateway, &[rt1, rt2], exporter.addr);
+    prometheus.wait_for("sum(up)", 4.0).await;
 
     let _clients = drive_traffic(&[rt1, rt2], gateway).await;
     // Two more scrapes of everything after the traffic, so every rate has two points.
@@ -319,6 +355,15 @@ async fn a_real_prometheus_answers_every_dashboard_expression_with_data() {
         "sum(chat_errors_total{code=\"bad_request\"})",
         "sum(chat_limit_hits_total{limit=\"text_size\"})",
         "count(chat_ws_connections{job=\"realtime\"} > 0)",
+        "count(chat_hub_channels{job=\"realtime\"} > 0)",
+        "count(chat_hub_subscriptions{job=\"realtime\"} > 0)",
+        "count(chat_hub_users{job=\"realtime\"} > 0)",
+        "min(chat_connections_max_held{per=\"user\"})",
+        "min(process_resident_memory_bytes)",
+        "count(chat_build_info == 1)",
+        "redis_pubsub_channels",
+        "rate(redis_commands_processed_total[1m])",
+        "redis_memory_max_bytes",
     ] {
         assert!(prometheus.value(expr).await > 0.0, "{expr} is 0");
     }
@@ -367,4 +412,79 @@ async fn delivery_latency_is_observed_once_per_frame_written_to_a_member() {
         sum > 0.0 && sum < 3.0 * 10.0,
         "latencies are plausible: {sum}"
     );
+}
+
+#[tokio::test]
+async fn a_replica_reports_the_channels_memberships_and_users_it_holds() {
+    let addr = Topology::builder().chat(None).await.addr;
+    let url = format!("ws://{addr}/ws");
+    let holds = || async {
+        let body = metrics_of(addr).await;
+        [
+            "chat_hub_channels",
+            "chat_hub_subscriptions",
+            "chat_hub_users",
+        ]
+        .map(|name| sample(&body, name))
+    };
+    assert_eq!(holds().await, [0.0, 0.0, 0.0]);
+    let (mut ann1, _) = WsClient::connect_as(&url, "ann", false).await;
+    let (mut ann2, _) = WsClient::connect_as(&url, "ann", true).await;
+    let (mut bob, _) = WsClient::connect_as(&url, "bob", false).await;
+    ann1.join("general").await;
+    ann2.join("general").await;
+    bob.join("general").await;
+    bob.join("lobby").await;
+    // Channels: general, lobby, @ann, @bob. Memberships: four joins and three
+    // connections' personal channels. Users: ann and bob.
+    assert_eq!(holds().await, [4.0, 7.0, 2.0]);
+    // ann holds two of her 20 connections; this IP at least the three sockets (and
+    // whatever the scrapes still hold) of its 20,000.
+    let body = metrics_of(addr).await;
+    let per = |what: &str| sample(&body, what);
+    assert_eq!(per("chat_connections_max_held{per=\"user\"}"), 2.0);
+    assert_eq!(per("chat_connections_limit{per=\"user\"}"), 20.0);
+    assert!(
+        per("chat_connections_max_held{per=\"ip\"}") >= 3.0,
+        "{body}"
+    );
+    assert_eq!(per("chat_connections_limit{per=\"ip\"}"), 20_000.0);
+    bob.close().await;
+    let left = holds_within(Duration::from_secs(5), || async {
+        holds().await == [2.0, 4.0, 1.0]
+    })
+    .await;
+    assert!(left, "after bob left: {:?}", holds().await);
+}
+
+#[tokio::test]
+async fn every_binary_says_its_version_and_its_process_resources() {
+    let redis = RedisServer::start();
+    let servers = Topology::builder();
+    let realtime = servers.realtime(&redis.url()).await.addr;
+    let gateway = servers.gateway(&redis.url()).await.addr;
+    let chat = servers.chat(None).await.addr;
+    let version = format!(
+        "chat_build_info{{revision=\"{}\",version=\"{}\"}} 1",
+        chat_telemetry::REVISION,
+        env!("CARGO_PKG_VERSION")
+    );
+    for (name, addr) in [
+        ("chat-gateway", gateway),
+        ("chat-realtime", realtime),
+        ("chat", chat),
+    ] {
+        let body = metrics_of(addr).await;
+        assert!(body.contains(&version), "{name} has no {version}");
+        for metric in [
+            "process_resident_memory_bytes",
+            "process_open_fds",
+            "process_max_fds",
+            "process_threads",
+            "chat_memory_limit_bytes",
+        ] {
+            assert!(sample(&body, metric) > 0.0, "{name}: {metric} is not > 0");
+        }
+        assert!(body.contains("process_cpu_seconds_total"), "{name}");
+    }
 }

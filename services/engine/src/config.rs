@@ -7,6 +7,11 @@ pub struct EngineConfig {
     #[arg(long, env = "CHAT_REDIS_URL")]
     pub redis_url: Option<String>,
 
+    /// Redis password (`AUTH`), taking the place of one in `CHAT_REDIS_URL`: so it can
+    /// come from a Secret of its own and needs no URL escaping. Unset: the URL's.
+    #[arg(long, env = "CHAT_REDIS_PASSWORD", hide_env_values = true)]
+    pub redis_password: Option<String>,
+
     /// PEM file of the CA that signed the Redis server's certificate, for `rediss://`
     /// to a private CA. Unset: the system's trusted roots.
     #[arg(long, env = "CHAT_REDIS_CA_FILE", value_parser = parse_pem_file)]

@@ -560,6 +560,41 @@ async fn a_password_protected_redis_works_with_the_password_in_the_url() {
 }
 
 #[tokio::test]
+async fn chat_redis_password_authenticates_a_url_without_one_and_wins_over_the_urls() {
+    let redis = RedisServer::start_with(&["--requirepass", "p@ss:/word with space"]);
+    for url in [
+        redis.url(),
+        format!("redis://:wrong@127.0.0.1:{}/", redis.port),
+    ] {
+        let engine = Engine::from_config(
+            &EngineConfig {
+                redis_url: Some(url.clone()),
+                redis_password: Some("p@ss:/word with space".into()),
+                ..config(10)
+            },
+            CancellationToken::new(),
+        )
+        .unwrap();
+        let rec = recording(&engine).await;
+        engine.subscribe("r").await.unwrap();
+        let m = engine.publish(publication("r", "authed")).await;
+        assert!(m.is_ok(), "{url}: {m:?}");
+        wait_for(|| !rec.messages.lock().is_empty()).await;
+        readiness_becomes(&engine, true, 3).await;
+    }
+    let wrong = Engine::from_config(
+        &EngineConfig {
+            redis_url: Some(redis.url()),
+            redis_password: Some("wrong".into()),
+            ..config(10)
+        },
+        CancellationToken::new(),
+    )
+    .unwrap();
+    stays_unready(&wrong, "with a wrong CHAT_REDIS_PASSWORD").await;
+}
+
+#[tokio::test]
 async fn rediss_with_an_acl_user_and_a_private_ca_works_and_nothing_less_does() {
     let tls = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tls");
     let redis = RedisServer::start_tls(

@@ -15,6 +15,8 @@
 //! - [`limits`]: [`limits::ConnectionLimits`], the WebSocket limits of a replica;
 //!   [`proxy`]: which proxies may name the client in `X-Forwarded-For` (per-IP limit).
 //! - [`frame`]: server frames, WebSocket-framed once and shared by every recipient.
+//! - [`gauges`]: what the replica holds (channels, memberships, users, connections
+//!   against their limits), counted at each scrape of `/metrics`.
 //! - [`trace`]: spans of sends and deliveries (one trace per message), delivery latency.
 //!
 //! [`run`] serves `/ws` (and the ops routes) until its [`Shutdown`] stops it; the
@@ -25,6 +27,7 @@ pub mod close;
 pub mod connection;
 pub mod drain;
 pub mod frame;
+pub mod gauges;
 pub mod handshake;
 pub mod hub;
 pub mod limits;
@@ -207,7 +210,7 @@ impl Realtime {
             hub.clone(),
             engine.presence().refresh_every(),
         ));
-        Ok(Arc::new(Realtime {
+        let rt = Arc::new(Realtime {
             hub,
             auth,
             metrics,
@@ -221,7 +224,13 @@ impl Realtime {
             next_conn: AtomicU64::new(1),
             started: Instant::now(),
             per_ip: parking_lot::Mutex::new(std::collections::HashMap::new()),
-        }))
+        });
+        // One Realtime per registry; a second one over the same metrics keeps the first's.
+        let gauges = gauges::ReplicaGauges::new(Arc::downgrade(&rt));
+        if let Err(e) = rt.metrics.registry.register(Box::new(gauges)) {
+            tracing::warn!(error = %e, "replica gauges already registered");
+        }
+        Ok(rt)
     }
 
     /// The largest frame (and reassembled message) a client may send: the text limit

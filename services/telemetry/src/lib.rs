@@ -9,11 +9,14 @@
 //!   admission, graceful shutdown), and [`serve::run`], the one `run` of every binary.
 //! - [`shutdown`]: [`Shutdown`], a process's one stop (stopping, then done) that every
 //!   task watches, and the connections a drain waits for.
+//! - [`memory_limit`]: `chat_memory_limit_bytes`, what the process may use (its
+//!   container's limit), beside the `process_*` metrics.
 //! - [`healthcheck`]: the `healthcheck` subcommand every binary answers (container
 //!   health checks without a shell).
 
 pub mod healthcheck;
 pub mod json_errors;
+pub mod memory_limit;
 pub mod serve;
 pub mod shutdown;
 pub mod trace;
@@ -158,6 +161,14 @@ pub struct Metrics {
     pub redis_reconnects: prometheus::IntCounter,
 }
 
+/// The version of every binary (the workspace's) and the commit it was built from:
+/// `CHAT_REVISION` at build time (the container build passes it), else `unknown`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+pub const REVISION: &str = match option_env!("CHAT_REVISION") {
+    Some(r) if !r.is_empty() => r,
+    _ => "unknown",
+};
+
 /// Label values known in advance: their series exist (at 0) from the start, so rates
 /// and alerts see them before the first occurrence.
 const PATHS: &[&str] = &["http", "ws"];
@@ -187,7 +198,7 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Self {
-        use prometheus::{HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts};
+        use prometheus::{HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts};
         let registry = prometheus::Registry::new();
         let reg = |c: Box<dyn prometheus::core::Collector>| {
             registry.register(c).expect("metric names are unique");
@@ -291,6 +302,23 @@ impl Metrics {
         )
         .unwrap();
         reg(Box::new(redis_reconnects.clone()));
+        let build_info = IntGaugeVec::new(
+            Opts::new(
+                "chat_build_info",
+                "Always 1; its labels say the version and the commit this binary was built from.",
+            ),
+            &["version", "revision"],
+        )
+        .unwrap();
+        build_info.with_label_values(&[VERSION, REVISION]).set(1);
+        reg(Box::new(build_info));
+        // process_cpu_seconds_total, process_resident_memory_bytes, process_open_fds,
+        // process_max_fds, process_threads, ...: read from /proc at each scrape.
+        #[cfg(target_os = "linux")]
+        reg(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ));
+        reg(Box::<memory_limit::MemoryLimit>::default());
         for (vec, values) in [(&messages_published, PATHS), (&limit_hits, LIMITS)] {
             for v in values {
                 vec.with_label_values(&[v]);

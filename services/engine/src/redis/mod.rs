@@ -202,10 +202,13 @@ impl RedisEngine {
             .into_connection_info()
             .map_err(|e| EngineError::Config(e.to_string()))?;
         let ca = config.redis_ca_file.as_ref().map(|pem| pem.0.as_slice());
-        let redis3 = info
+        let mut redis3 = info
             .redis_settings()
             .clone()
             .set_protocol(ProtocolVersion::RESP3);
+        if let Some(password) = &config.redis_password {
+            redis3 = redis3.set_password(password);
+        }
         let client3 = open_client(info.set_redis_settings(redis3), ca)?;
         let (drops, cmd_drops) = tokio::sync::mpsc::unbounded_channel();
         let cmd = ConnectionManager::new_lazy_with_config(

@@ -50,6 +50,11 @@ impl Channel {
         &self.name
     }
 
+    /// Its members, buffering or live.
+    pub fn len(&self) -> usize {
+        self.members.len()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.members.is_empty()
     }

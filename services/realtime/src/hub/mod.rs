@@ -88,6 +88,15 @@ impl Hub {
         self.typing.allowed(user, room, Instant::now())
     }
 
+    /// What this replica holds now: (channels subscribed, memberships, distinct
+    /// users, the most connections one user has).
+    pub fn holds(&self) -> (usize, usize, usize, usize) {
+        let channels: Vec<_> = self.channels.read().values().cloned().collect();
+        let memberships = channels.iter().map(|ch| ch.lock().len()).sum();
+        let (users, most) = self.registry.user_counts();
+        (channels.len(), memberships, users, most)
+    }
+
     fn channel(&self, name: &str) -> Option<Arc<Mutex<Channel>>> {
         self.channels.read().get(name).cloned()
     }

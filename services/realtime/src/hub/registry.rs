@@ -72,6 +72,12 @@ impl Registry {
         self.users.lock().get(user).cloned().unwrap_or_default()
     }
 
+    /// Distinct users with a connection, and the most connections one of them has.
+    pub fn user_counts(&self) -> (usize, usize) {
+        let users = self.users.lock();
+        (users.len(), users.values().map(Vec::len).max().unwrap_or(0))
+    }
+
     pub fn all(&self) -> Vec<Arc<Conn>> {
         self.users.lock().values().flatten().cloned().collect()
     }
