@@ -518,6 +518,22 @@ where
     }))
 }
 
+/// The next frame during setup, or why none came before `deadline`.
+async fn setup_frame<'r, F, R>(
+    reader: &'r mut Reader,
+    obligated: &mut F,
+    deadline: tokio::time::Instant,
+) -> Result<Frame<'r>, String>
+where
+    F: FnMut(Frame<'_>) -> R,
+    R: Future<Output = Result<(), WebSocketError>>,
+{
+    tokio::time::timeout_at(deadline, reader.read_frame(obligated))
+        .await
+        .map_err(|_| "no answer from the server within 10 s".to_owned())?
+        .map_err(|e| format!("connection lost during setup: {e}"))
+}
+
 /// The next setup answer of a peer (pings answered on the way).
 async fn next_peer_answer<F, R>(
     reader: &mut Reader,
@@ -531,10 +547,7 @@ where
 {
     let deadline = tokio::time::Instant::now() + STEP_TIMEOUT;
     loop {
-        let frame = tokio::time::timeout_at(deadline, reader.read_frame(obligated))
-            .await
-            .map_err(|_| "no answer from the server within 10 s".to_owned())?
-            .map_err(|e| format!("connection lost during setup: {e}"))?;
+        let frame = setup_frame(reader, obligated, deadline).await?;
         match frame.opcode {
             OpCode::Text | OpCode::Binary => {}
             OpCode::Close => {
@@ -570,10 +583,7 @@ where
 {
     let deadline = tokio::time::Instant::now() + STEP_TIMEOUT;
     loop {
-        let frame = tokio::time::timeout_at(deadline, reader.read_frame(obligated))
-            .await
-            .map_err(|_| "no answer from the server within 10 s".to_owned())?
-            .map_err(|e| format!("connection lost during setup: {e}"))?;
+        let frame = setup_frame(reader, obligated, deadline).await?;
         let binary = match frame.opcode {
             OpCode::Binary => true,
             OpCode::Text => false,

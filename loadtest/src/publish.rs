@@ -187,15 +187,7 @@ impl HttpPublisher {
             .json(&body)
             .send()
             .await
-            .map_err(|e| {
-                if e.is_timeout() {
-                    "http publish: timed out after 10 s".to_owned()
-                } else if e.is_connect() {
-                    format!("http publish: cannot connect to {base}")
-                } else {
-                    format!("http publish: {e}")
-                }
-            })?;
+            .map_err(|e| send_error(base, e))?;
         let status = r.status();
         if status.as_u16() != 201 {
             let code = r
@@ -233,15 +225,7 @@ impl HttpPublisher {
             .json(&body)
             .send()
             .await
-            .map_err(|e| {
-                if e.is_timeout() {
-                    "http publish: timed out after 10 s".to_owned()
-                } else if e.is_connect() {
-                    format!("http publish: cannot connect to {base}")
-                } else {
-                    format!("http publish: {e}")
-                }
-            })?;
+            .map_err(|e| send_error(base, e))?;
         let status = r.status();
         // Read the body so the connection goes back to the pool.
         let _ = r.bytes().await;
@@ -249,6 +233,17 @@ impl HttpPublisher {
             return Err(format!("http publish: {}", status.as_u16()));
         }
         Ok(Stored { room, seq: None })
+    }
+}
+
+/// Why an HTTP publish got no answer, in words.
+fn send_error(base: &str, e: reqwest::Error) -> String {
+    if e.is_timeout() {
+        "http publish: timed out after 10 s".to_owned()
+    } else if e.is_connect() {
+        format!("http publish: cannot connect to {base}")
+    } else {
+        format!("http publish: {e}")
     }
 }
 
