@@ -11,9 +11,9 @@
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use chat_testkit::{RedisServer, free_port};
+use chat_testkit::{RedisServer, free_port, wait_until};
 use serde_json::Value;
 
 fn peers_dir() -> PathBuf {
@@ -30,7 +30,7 @@ impl Drop for Peer {
     }
 }
 
-fn spawn(program: &str, script: &str, port: u16, redis: &str) -> Peer {
+async fn spawn(program: &str, script: &str, port: u16, redis: &str) -> Peer {
     let dir = peers_dir();
     assert!(
         dir.join("node_modules/.bin/bun").exists(),
@@ -51,14 +51,17 @@ fn spawn(program: &str, script: &str, port: u16, redis: &str) -> Peer {
         .spawn()
         .unwrap_or_else(|e| panic!("{script}: {e}"));
     let peer = Peer(child);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "{script} did not listen on {port}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let listening = || async move {
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+    };
+    wait_until(
+        &format!("{script} listens on {port}"),
+        Duration::from_secs(20),
+        listening,
+    )
+    .await;
     peer
 }
 
@@ -175,8 +178,8 @@ async fn scenarios(dialect: &str, targets: &str, http: &str, pids: &[u32]) {
 async fn the_bun_dialect_drives_the_bun_peer() {
     let redis = RedisServer::start();
     let (p1, p2) = (free_port(), free_port());
-    let a = spawn("bun", "bun-server.js", p1, &redis.url());
-    let b = spawn("bun", "bun-server.js", p2, &redis.url());
+    let a = spawn("bun", "bun-server.js", p1, &redis.url()).await;
+    let b = spawn("bun", "bun-server.js", p2, &redis.url()).await;
     let targets = format!("ws://127.0.0.1:{p1}/ws,ws://127.0.0.1:{p2}/ws");
     let http = format!("http://127.0.0.1:{p1},http://127.0.0.1:{p2}");
     scenarios("bun", &targets, &http, &[a.0.id(), b.0.id()]).await;
@@ -187,9 +190,9 @@ async fn the_bun_dialect_drives_the_bun_peer() {
 async fn the_socketio_dialect_drives_the_socketio_peer() {
     let redis = RedisServer::start();
     let (p1, p2, pp) = (free_port(), free_port(), free_port());
-    let a = spawn("node", "socketio-server.js", p1, &redis.url());
-    let b = spawn("node", "socketio-server.js", p2, &redis.url());
-    let publisher = spawn("node", "socketio-publisher.js", pp, &redis.url());
+    let a = spawn("node", "socketio-server.js", p1, &redis.url()).await;
+    let b = spawn("node", "socketio-server.js", p2, &redis.url()).await;
+    let publisher = spawn("node", "socketio-publisher.js", pp, &redis.url()).await;
     let targets = format!("ws://127.0.0.1:{p1}/socket.io/,ws://127.0.0.1:{p2}/socket.io/");
     let http = format!("http://127.0.0.1:{pp}");
     scenarios(
