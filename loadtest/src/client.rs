@@ -518,20 +518,35 @@ where
     }))
 }
 
-/// The next frame during setup, or why none came before `deadline`.
-async fn setup_frame<'r, F, R>(
-    reader: &'r mut Reader,
+/// The next data frame during setup (whether binary, and its payload), control
+/// frames skipped; or why none came before `deadline`. Copied out: setup is a few
+/// frames per connection.
+async fn setup_frame<F, R>(
+    reader: &mut Reader,
     obligated: &mut F,
     deadline: tokio::time::Instant,
-) -> Result<Frame<'r>, String>
+) -> Result<(bool, Vec<u8>), String>
 where
     F: FnMut(Frame<'_>) -> R,
     R: Future<Output = Result<(), WebSocketError>>,
 {
-    tokio::time::timeout_at(deadline, reader.read_frame(obligated))
-        .await
-        .map_err(|_| "no answer from the server within 10 s".to_owned())?
-        .map_err(|e| format!("connection lost during setup: {e}"))
+    loop {
+        let frame = tokio::time::timeout_at(deadline, reader.read_frame(obligated))
+            .await
+            .map_err(|_| "no answer from the server within 10 s".to_owned())?
+            .map_err(|e| format!("connection lost during setup: {e}"))?;
+        match frame.opcode {
+            OpCode::Binary => return Ok((true, frame.payload.to_vec())),
+            OpCode::Text => return Ok((false, frame.payload.to_vec())),
+            OpCode::Close => {
+                return Err(format!(
+                    "closed during setup: {}",
+                    close_text(&frame.payload)
+                ));
+            }
+            _ => continue,
+        }
+    }
 }
 
 /// The next setup answer of a peer (pings answered on the way).
@@ -547,20 +562,10 @@ where
 {
     let deadline = tokio::time::Instant::now() + STEP_TIMEOUT;
     loop {
-        let frame = setup_frame(reader, obligated, deadline).await?;
-        match frame.opcode {
-            OpCode::Text | OpCode::Binary => {}
-            OpCode::Close => {
-                return Err(format!(
-                    "closed during setup: {}",
-                    close_text(&frame.payload)
-                ));
-            }
-            _ => continue,
-        }
+        let (_, payload) = setup_frame(reader, obligated, deadline).await?;
         let incoming = match dialect {
-            Dialect::Socketio => peer::sio::decode(&frame.payload),
-            _ => peer::bun::decode(&frame.payload),
+            Dialect::Socketio => peer::sio::decode(&payload),
+            _ => peer::bun::decode(&payload),
         };
         match incoming {
             Incoming::Ping => send_text(writer, peer::sio::PONG.into()).await?,
@@ -583,19 +588,8 @@ where
 {
     let deadline = tokio::time::Instant::now() + STEP_TIMEOUT;
     loop {
-        let frame = setup_frame(reader, obligated, deadline).await?;
-        let binary = match frame.opcode {
-            OpCode::Binary => true,
-            OpCode::Text => false,
-            OpCode::Close => {
-                return Err(format!(
-                    "closed during setup: {}",
-                    close_text(&frame.payload)
-                ));
-            }
-            _ => continue,
-        };
-        match codec::decode_server(&frame.payload, binary) {
+        let (binary, payload) = setup_frame(reader, obligated, deadline).await?;
+        match codec::decode_server(&payload, binary) {
             Ok(ServerFrame::Error { code, message, .. }) => {
                 return Err(format!("refused: {code}: {message}"));
             }
