@@ -429,21 +429,37 @@ pub async fn open(ctx: &Arc<Ctx>, idx: usize) -> Result<Arc<Conn>, String> {
             c.sum_join_head += head;
         }
     }
+    Ok(start_reading(ctx, idx, reader, obligated, tracks, writer))
+}
+
+/// Hands a connection that finished its setup to its read loop.
+fn start_reading<F, R>(
+    ctx: &Arc<Ctx>,
+    idx: usize,
+    reader: Reader,
+    obligated: F,
+    tracks: Vec<Track>,
+    writer: Arc<tokio::sync::Mutex<Writer>>,
+) -> Arc<Conn>
+where
+    F: FnMut(Frame<'_>) -> R + Send + 'static,
+    R: Future<Output = Result<(), WebSocketError>> + Send + 'static,
+{
     let state = ReaderState {
         idx,
         ctx: ctx.clone(),
         tracks,
-        own: format!("@{}", spec.user),
+        own: format!("@{}", ctx.plan.conns[idx].user),
         writer: writer.clone(),
     };
     let task = tokio::spawn(read_loop(reader, obligated, state));
-    Ok(Arc::new(Conn {
+    Arc::new(Conn {
         idx,
         encoding: ctx.encoding,
         dialect: ctx.dialect,
         writer,
         reader: task,
-    }))
+    })
 }
 
 /// The setup of a peer connection: Socket.IO's open and namespace connect, then a join
@@ -501,21 +517,7 @@ where
             t.chan(track.id).receivers += 1;
         }
     }
-    let state = ReaderState {
-        idx,
-        ctx: ctx.clone(),
-        tracks,
-        own: format!("@{}", spec.user),
-        writer: writer.clone(),
-    };
-    let task = tokio::spawn(read_loop(reader, obligated, state));
-    Ok(Arc::new(Conn {
-        idx,
-        encoding: ctx.encoding,
-        dialect,
-        writer,
-        reader: task,
-    }))
+    Ok(start_reading(ctx, idx, reader, obligated, tracks, writer))
 }
 
 /// The next data frame during setup (whether binary, and its payload), control
