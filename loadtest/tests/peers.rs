@@ -9,6 +9,8 @@
 //!
 //! They check counts, never timings.
 
+mod common;
+
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -66,17 +68,9 @@ async fn spawn(program: &str, script: &str, port: u16, redis: &str) -> Peer {
 }
 
 async fn loadtest(args: &[String]) -> Value {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_chat-loadtest"))
-        .args(args)
-        .args(["--json", "--quiet"])
-        .kill_on_drop(true)
-        .output()
-        .await
-        .expect("the load tester runs");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let r: Value =
-        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("no report ({e}): {stderr}"));
-    assert_eq!(out.status.code(), Some(0), "{r:#}");
+    let (code, report, stderr) = common::report(args).await;
+    let r = report.unwrap_or_else(|| panic!("no report: {stderr}"));
+    assert_eq!(code, 0, "{r:#}");
     r
 }
 

@@ -3,6 +3,8 @@
 //! a real redis-server). The load tester runs as its built binary with `--json`; the
 //! tests check its counts, never its timings.
 
+mod common;
+
 use std::net::SocketAddr;
 
 use chat_testkit::RedisServer;
@@ -23,28 +25,10 @@ async fn spawn_gateway(redis_url: &str) -> SocketAddr {
     Topology::builder().gateway(redis_url).await.addr
 }
 
-/// Runs the binary; returns its exit status, stdout and stderr.
-async fn loadtest_raw(args: &[String]) -> (i32, String, String) {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_chat-loadtest"))
-        .args(args)
-        .kill_on_drop(true)
-        .output()
-        .await
-        .expect("the load tester runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 /// Runs a scenario with `--json` and returns the report.
 async fn loadtest(args: &[String]) -> Value {
-    let mut all = args.to_vec();
-    all.extend(["--json".into(), "--quiet".into()]);
-    let (code, stdout, stderr) = loadtest_raw(&all).await;
-    let report: Value = serde_json::from_str(&stdout)
-        .unwrap_or_else(|e| panic!("no JSON report ({e}); exit {code}; stderr:\n{stderr}"));
+    let (code, report, stderr) = common::report(args).await;
+    let report = report.unwrap_or_else(|| panic!("no JSON report; exit {code}; stderr:\n{stderr}"));
     assert_eq!(
         code,
         if report["ok"] == true { 0 } else { 3 },
@@ -330,17 +314,17 @@ async fn fanout_through_redis_two_replicas_and_a_gateway_with_two_workers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_flags_exit_64_and_unreachable_targets_exit_69_with_one_line() {
-    let (code, stdout, stderr) = loadtest_raw(&args(&["fanout", "--no-such-flag"])).await;
+    let (code, stdout, stderr) = common::run(&args(&["fanout", "--no-such-flag"])).await;
     assert_eq!(code, 64, "{stderr}");
     assert!(stdout.is_empty());
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
 
-    let (code, _, stderr) = loadtest_raw(&args(&["rooms", "--rate", "-1"])).await;
+    let (code, _, stderr) = common::run(&args(&["rooms", "--rate", "-1"])).await;
     assert_eq!(code, 64, "{stderr}");
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
 
     let port = chat_testkit::free_port();
-    let (code, _, stderr) = loadtest_raw(&args(&[
+    let (code, _, stderr) = common::run(&args(&[
         "idle",
         "--target",
         &format!("ws://127.0.0.1:{port}/ws"),

@@ -4,6 +4,8 @@
 //! the outcome does not depend on timing: a latency limit of 0 is always crossed (every
 //! latency is recorded as at least 1 µs), one of ten minutes never is.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -11,25 +13,9 @@ use std::sync::Arc;
 use chat_testkit::topology::{API_KEY, Topology};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use serde_json::Value;
 
 async fn spawn_chat() -> SocketAddr {
     Topology::builder().chat(None).await.addr
-}
-
-async fn loadtest(args: &[&str]) -> (i32, Option<Value>, String) {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_chat-loadtest"))
-        .args(args)
-        .args(["--json", "--quiet"])
-        .kill_on_drop(true)
-        .output()
-        .await
-        .expect("the load tester runs");
-    (
-        out.status.code().unwrap_or(-1),
-        serde_json::from_slice(&out.stdout).ok(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 fn openssl(dir: &Path, args: &[&str]) {
@@ -183,7 +169,7 @@ async fn wss_targets_are_checked_against_the_given_ca_or_taken_with_insecure() {
 
     for extra in [vec!["--ca-cert", ca.to_str().unwrap()], vec!["--insecure"]] {
         let args = [fanout(&target, &http), extra.clone()].concat();
-        let (code, report, stderr) = loadtest(&args).await;
+        let (code, report, stderr) = common::report(&args).await;
         let r = report.unwrap_or_else(|| panic!("{extra:?}: no report; exit {code}: {stderr}"));
         assert_eq!(code, 0, "{extra:?}: {r:#}");
         assert_eq!(r["messages"]["delivered"], 1000, "{extra:?}: {r:#}");
@@ -193,7 +179,7 @@ async fn wss_targets_are_checked_against_the_given_ca_or_taken_with_insecure() {
 
     // Without the CA, the self-made certificate is refused: no connection, exit 1 (or
     // 64 on a machine without system roots).
-    let (code, _, stderr) = loadtest(&fanout(&target, &http)).await;
+    let (code, _, stderr) = common::report(&fanout(&target, &http)).await;
     assert!(code == 1 || code == 64, "exit {code}: {stderr}");
     assert!(
         stderr.contains("certificate") || stderr.contains("no system root"),
@@ -201,7 +187,7 @@ async fn wss_targets_are_checked_against_the_given_ca_or_taken_with_insecure() {
     );
 
     // A wss:// target has no default HTTP base to publish to.
-    let (code, _, stderr) = loadtest(&[
+    let (code, _, stderr) = common::report(&[
         "fanout",
         "--target",
         &target,
@@ -225,7 +211,7 @@ async fn a_crossed_threshold_exits_99_and_is_listed() {
         vec!["--max-p99", "0ms", "--max-lost", "0"],
     ]
     .concat();
-    let (code, report, stderr) = loadtest(&args).await;
+    let (code, report, stderr) = common::report(&args).await;
     let r = report.unwrap_or_else(|| panic!("no report; exit {code}: {stderr}"));
     assert_eq!(code, 99, "{r:#}");
     assert_eq!(r["exit_status"], 99);
@@ -257,7 +243,7 @@ async fn a_crossed_threshold_exits_99_and_is_listed() {
         ],
     ]
     .concat();
-    let (code, report, stderr) = loadtest(&args).await;
+    let (code, report, stderr) = common::report(&args).await;
     let r = report.unwrap_or_else(|| panic!("no report; exit {code}: {stderr}"));
     assert_eq!(code, 0, "{r:#}");
     assert_eq!(r["thresholds"].as_array().unwrap().len(), 4);
