@@ -128,6 +128,7 @@ pub trait Source: AsyncRead + Unpin + Send {
 }
 
 /// Tests read from memory: always readable.
+#[cfg(test)]
 impl Source for &[u8] {
     async fn readable(&self) {}
 }
